@@ -1,0 +1,276 @@
+//! AdmissionReview in and out. Decodes only the request fields the injector needs (the object
+//! stays raw until the mutation reads its few parts) and answers with kube-core's
+//! `AdmissionResponse`, written with the patch in base64 as the API documents.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use kube::core::admission::{AdmissionResponse, Operation, META_API_VERSION_V1, META_KIND};
+use kube::core::Status;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::config::InjectorConfig;
+use crate::mutation::{mutate, MutationError};
+use crate::workload::WorkloadKind;
+
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(rename = "apiVersion", borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GvkIn<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: GvkIn<'a>,
+    #[serde(rename = "subResource", borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    operation: Operation,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+/// Just enough to answer a request whose other fields are broken.
+#[derive(Deserialize)]
+struct UidOnly<'a> {
+    #[serde(borrow)]
+    request: UidRequest<'a>,
+}
+
+#[derive(Deserialize)]
+struct UidRequest<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+}
+
+/// How a review ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Not a kind, operation or subresource the injector handles.
+    Skipped,
+    /// Allowed without a patch.
+    Unchanged,
+    Mutated,
+    Denied,
+    /// The request could be read only far enough to answer it with a failure.
+    Invalid,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Skipped => "skipped",
+            Verdict::Unchanged => "unchanged",
+            Verdict::Mutated => "mutated",
+            Verdict::Denied => "denied",
+            Verdict::Invalid => "invalid",
+        }
+    }
+}
+
+/// The answer to one review: the JSON body and what happened.
+#[derive(Debug)]
+pub struct Reviewed {
+    pub body: Vec<u8>,
+    pub uid: String,
+    pub kind: Option<WorkloadKind>,
+    pub operation: Option<Operation>,
+    pub verdict: Verdict,
+    /// The denial or invalid-request message, when there is one.
+    pub message: Option<String>,
+}
+
+/// The body is not an AdmissionReview at all: answered with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is not an AdmissionReview: {0}")]
+pub struct NotAReview(#[source] pub serde_json::Error);
+
+fn allowed(uid: &str) -> AdmissionResponse {
+    let mut r = AdmissionResponse::invalid("");
+    r.uid = uid.to_owned();
+    r.allowed = true;
+    r.result = Status::success();
+    r
+}
+
+/// Answers one AdmissionReview body.
+pub fn review(body: &[u8], config: &InjectorConfig) -> Result<Reviewed, NotAReview> {
+    let parsed: ReviewIn<'_> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            // Answer in-band when the uid is readable, so the API server shows our reason.
+            let Ok(uid) = serde_json::from_slice::<UidOnly<'_>>(body) else {
+                return Err(NotAReview(e));
+            };
+            return Ok(invalid(
+                META_API_VERSION_V1,
+                &uid.request.uid,
+                format!("the AdmissionReview request cannot be decoded: {e}"),
+            ));
+        }
+    };
+    let api_version = parsed.api_version.as_deref().unwrap_or(META_API_VERSION_V1);
+    let Some(req) = parsed.request else {
+        return Ok(invalid(
+            api_version,
+            "",
+            "the AdmissionReview has no request".to_owned(),
+        ));
+    };
+    let kind = WorkloadKind::from_gvk(&req.kind.group, &req.kind.version, &req.kind.kind);
+    let operation = Some(req.operation.clone());
+    let finish =
+        |response: AdmissionResponse, verdict: Verdict, message: Option<String>| Reviewed {
+            body: encode(api_version, &response),
+            uid: response.uid,
+            kind,
+            operation: operation.clone(),
+            verdict,
+            message,
+        };
+
+    let update = match req.operation {
+        Operation::Create => false,
+        Operation::Update => true,
+        _ => return Ok(finish(allowed(&req.uid), Verdict::Skipped, None)),
+    };
+    let (Some(kind), Some(object)) = (kind, req.object) else {
+        return Ok(finish(allowed(&req.uid), Verdict::Skipped, None));
+    };
+    // Subresources (scale, status, ephemeralcontainers, ...) carry no pod template to mutate.
+    if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Ok(finish(allowed(&req.uid), Verdict::Skipped, None));
+    }
+
+    match mutate(kind, object.get(), config, update) {
+        Ok(m) => {
+            let mut response = allowed(&req.uid);
+            if !m.warnings.is_empty() {
+                response.warnings = Some(m.warnings);
+            }
+            if m.patch.0.is_empty() {
+                return Ok(finish(response, Verdict::Unchanged, None));
+            }
+            match response.with_patch(m.patch) {
+                Ok(r) => Ok(finish(r, Verdict::Mutated, None)),
+                Err(e) => {
+                    let message = format!("migration-injector could not encode its patch: {e}");
+                    let r = allowed(&req.uid).deny(&message);
+                    Ok(finish(r, Verdict::Invalid, Some(message)))
+                }
+            }
+        }
+        Err(MutationError::Denied(d)) => {
+            let message = d.to_string();
+            let code = match d {
+                crate::denial::Denial::ImageNotAllowed { .. } => 403,
+                _ => 400,
+            };
+            let mut r = allowed(&req.uid);
+            r.allowed = false;
+            r.result = Status::failure(&message, d.reason()).with_code(code);
+            Ok(finish(r, Verdict::Denied, Some(message)))
+        }
+        Err(e @ MutationError::Decode { .. }) => {
+            let message = e.to_string();
+            let mut r = AdmissionResponse::invalid(&message);
+            r.uid = req.uid.into_owned();
+            r.result.code = 400;
+            Ok(finish(r, Verdict::Invalid, Some(message)))
+        }
+    }
+}
+
+fn invalid(api_version: &str, uid: &str, message: String) -> Reviewed {
+    let mut r = AdmissionResponse::invalid(&message);
+    r.uid = uid.to_owned();
+    r.result.code = 400;
+    Reviewed {
+        body: encode(api_version, &r),
+        uid: r.uid,
+        kind: None,
+        operation: None,
+        verdict: Verdict::Invalid,
+        message: Some(message),
+    }
+}
+
+/// An `AdmissionResponse` as the API server reads it. kube-core writes `patch` as an array of
+/// numbers (kube-rs#1781); the API documents base64, which every API server version decodes.
+struct Wire<'a>(&'a AdmissionResponse);
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("uid", &r.uid)?;
+        m.serialize_entry("allowed", &r.allowed)?;
+        if !r.allowed {
+            m.serialize_entry("status", &r.result)?;
+        }
+        if let Some(patch) = &r.patch {
+            m.serialize_entry("patchType", "JSONPatch")?;
+            m.serialize_entry(
+                "patch",
+                &base64::engine::general_purpose::STANDARD.encode(patch),
+            )?;
+        }
+        if !r.audit_annotations.is_empty() {
+            m.serialize_entry("auditAnnotations", &r.audit_annotations)?;
+        }
+        if let Some(w) = &r.warnings {
+            m.serialize_entry("warnings", w)?;
+        }
+        m.end()
+    }
+}
+
+struct WireReview<'a> {
+    api_version: &'a str,
+    response: &'a AdmissionResponse,
+}
+
+impl Serialize for WireReview<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("apiVersion", self.api_version)?;
+        m.serialize_entry("kind", META_KIND)?;
+        m.serialize_entry("response", &Wire(self.response))?;
+        m.end()
+    }
+}
+
+fn encode(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
+    // Echo the request's version (v1 or v1beta1: the response shape is the same).
+    let api_version = if api_version.starts_with("admission.k8s.io/") {
+        api_version
+    } else {
+        META_API_VERSION_V1
+    };
+    let mut out = Vec::with_capacity(256 + response.patch.as_ref().map_or(0, |p| p.len() * 4 / 3));
+    // Serialising maps of strings to a Vec cannot fail.
+    let _ = serde_json::to_writer(
+        &mut out,
+        &WireReview {
+            api_version,
+            response,
+        },
+    );
+    out
+}

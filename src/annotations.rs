@@ -1,0 +1,231 @@
+//! The annotation contract: the keys users set, and a decoder that reads only those keys out of
+//! a metadata.annotations map (everything else, such as kubectl's last-applied configuration, is
+//! skipped without being copied).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+/// Every key the injector reads, plus the record it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    Image,
+    Secret,
+    VolumeName,
+    Env,
+    MountPath,
+    ConfigFile,
+    Args,
+    Command,
+    PullPolicy,
+    ContainerName,
+    Position,
+    CpuRequest,
+    CpuLimit,
+    MemoryRequest,
+    MemoryLimit,
+    /// Written by the injector on the pod template: what it injected, so UPDATE and removal
+    /// touch exactly that.
+    Injected,
+}
+
+impl Key {
+    pub const ALL: [Key; 16] = [
+        Key::Image,
+        Key::Secret,
+        Key::VolumeName,
+        Key::Env,
+        Key::MountPath,
+        Key::ConfigFile,
+        Key::Args,
+        Key::Command,
+        Key::PullPolicy,
+        Key::ContainerName,
+        Key::Position,
+        Key::CpuRequest,
+        Key::CpuLimit,
+        Key::MemoryRequest,
+        Key::MemoryLimit,
+        Key::Injected,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Key::Image => "migrations.io/image",
+            Key::Secret => "migrations.io/secret",
+            Key::VolumeName => "migrations.io/volume-name",
+            Key::Env => "migrations.io/env",
+            Key::MountPath => "migrations.io/mount-path",
+            Key::ConfigFile => "migrations.io/config-file",
+            Key::Args => "migrations.io/args",
+            Key::Command => "migrations.io/command",
+            Key::PullPolicy => "migrations.io/pull-policy",
+            Key::ContainerName => "migrations.io/container-name",
+            Key::Position => "migrations.io/position",
+            Key::CpuRequest => "migrations.io/cpu-request",
+            Key::CpuLimit => "migrations.io/cpu-limit",
+            Key::MemoryRequest => "migrations.io/memory-request",
+            Key::MemoryLimit => "migrations.io/memory-limit",
+            Key::Injected => "migrations.io/injected",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Key> {
+        // Cheap reject for the common case: most annotations are not ours.
+        if !s.starts_with("migrations.io/") {
+            return None;
+        }
+        Key::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `migrations.io/*` values of one annotations map, borrowed from the request body when the
+/// JSON string has no escapes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationAnnotations<'a> {
+    values: [Option<Cow<'a, str>>; Key::ALL.len()],
+    /// How many annotations the map holds in all, ours included.
+    pub total: usize,
+}
+
+impl<'a> MigrationAnnotations<'a> {
+    pub const EMPTY: Self = MigrationAnnotations {
+        values: [const { None }; Key::ALL.len()],
+        total: 0,
+    };
+
+    pub fn get(&self, key: Key) -> Option<&str> {
+        self.values[key as usize].as_deref()
+    }
+
+    /// Whether any key other than the injector's own record is set.
+    pub fn has_user_keys(&self) -> bool {
+        Key::ALL
+            .iter()
+            .any(|k| *k != Key::Injected && self.get(*k).is_some())
+    }
+
+    pub fn set(&mut self, key: Key, value: impl Into<Cow<'a, str>>) {
+        if self.values[key as usize].is_none() {
+            self.total += 1;
+        }
+        self.values[key as usize] = Some(value.into());
+    }
+}
+
+/// The annotations that apply to a workload: its own metadata first, then its pod template's.
+#[derive(Debug, Clone, Copy)]
+pub struct Layered<'v, 'a> {
+    pub workload: &'v MigrationAnnotations<'a>,
+    pub template: &'v MigrationAnnotations<'a>,
+}
+
+impl<'v> Layered<'v, '_> {
+    pub fn get(self, key: Key) -> Option<&'v str> {
+        self.workload.get(key).or_else(|| self.template.get(key))
+    }
+}
+
+/// A string that borrows from the input when it can.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MigrationAnnotations<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MigrationAnnotations<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of string annotations")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut out = MigrationAnnotations::default();
+                while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+                    out.total += 1;
+                    match Key::from_name(&key) {
+                        Some(k) => {
+                            let value: Option<Str<'de>> = map.next_value()?;
+                            out.values[k as usize] = value.map(|s| s.0);
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_only_our_keys_and_borrows() {
+        let json = r#"{"kubectl.kubernetes.io/last-applied-configuration":"{\"a\":1}","migrations.io/image":"ghcr.io/x:1","migrations.io/env":"prod","other":"x"}"#;
+        let a: MigrationAnnotations<'_> = serde_json::from_str(json).unwrap();
+        assert_eq!(a.get(Key::Image), Some("ghcr.io/x:1"));
+        assert!(matches!(
+            a.values[Key::Image as usize],
+            Some(Cow::Borrowed(_))
+        ));
+        assert_eq!(a.get(Key::Env), Some("prod"));
+        assert_eq!(a.get(Key::Secret), None);
+        assert_eq!(a.total, 4);
+        assert!(a.has_user_keys());
+    }
+
+    #[test]
+    fn workload_wins_over_template() {
+        let w: MigrationAnnotations<'_> =
+            serde_json::from_str(r#"{"migrations.io/env":"w"}"#).unwrap();
+        let t: MigrationAnnotations<'_> =
+            serde_json::from_str(r#"{"migrations.io/env":"t","migrations.io/image":"i:1"}"#)
+                .unwrap();
+        let l = Layered {
+            workload: &w,
+            template: &t,
+        };
+        assert_eq!(l.get(Key::Env), Some("w"));
+        assert_eq!(l.get(Key::Image), Some("i:1"));
+    }
+
+    #[test]
+    fn key_names_round_trip() {
+        for k in Key::ALL {
+            assert_eq!(Key::from_name(k.name()), Some(k));
+        }
+        assert_eq!(Key::from_name("migrations.io/unknown"), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! Command-line interface: `serve`, `inject` and `certs generate`. Every flag the Helm chart
+//! sets has an env-var fallback.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::InjectionArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "migration-injector",
+    version,
+    about = "Injects a schema-migration init container into annotated Kubernetes workloads"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the mutating admission webhook (HTTPS) and its admin endpoints (HTTP).
+    Serve(ServeArgs),
+    /// Apply the webhook's mutation to manifests and print the result.
+    Inject(InjectArgs),
+    /// Certificate tooling for the webhook's TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook endpoint.
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP admin endpoint (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub admin_listen: SocketAddr,
+    /// PEM certificate (chain) served by the webhook.
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_TLS_CERT_FILE",
+        required_unless_present = "self_signed",
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the served certificate.
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Generate an in-memory CA and a serving certificate for localhost and 127.0.0.1.
+    #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    pub self_signed: bool,
+    /// With --self-signed: write the CA certificate (PEM) here, for the caBundle or a client.
+    #[arg(long, requires = "self_signed")]
+    pub self_signed_ca_out: Option<PathBuf>,
+    /// Seconds between checks of the cert and key files for a rotation.
+    #[arg(long, env = "MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cert_reload_interval: u64,
+    /// Largest request body accepted (an AdmissionReview holds object and oldObject).
+    #[arg(long, env = "MIGRATION_INJECTOR_MAX_BODY_BYTES", default_value_t = 6 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds allowed to receive a request body and answer.
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub request_timeout_seconds: u64,
+    /// Seconds to drain in-flight requests after SIGTERM.
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 25
+    )]
+    pub shutdown_grace_seconds: u64,
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// tracing filter, such as `info` or `migration_injector=debug`.
+    #[arg(long, env = "MIGRATION_INJECTOR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[command(flatten)]
+    pub injection: InjectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Manifest file (YAML or JSON, multi-document), or `-` for stdin.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub injection: InjectionArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Generate a CA and a serving certificate for the webhook Service.
+    Generate(CertsGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsGenerateArgs {
+    /// Name of the webhook's Service.
+    #[arg(long, default_value = "migration-injector")]
+    pub service: String,
+    /// Namespace of the webhook's Service.
+    #[arg(long, default_value = "migration-injector")]
+    pub namespace: String,
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Validity of the CA and the serving certificate, in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Extra IP address SANs (repeatable), e.g. 127.0.0.1 for a webhook reached by URL.
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
+    /// Extra DNS name SANs (repeatable).
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// Overwrite an existing tls.key.
+    #[arg(long)]
+    pub force: bool,
+}

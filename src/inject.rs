@@ -1,0 +1,142 @@
+//! `migration-injector inject`: the webhook's mutation applied to manifests on disk. Reads
+//! multi-document YAML or JSON (including `kind: List`), mutates every supported workload with
+//! the same code as the webhook, and passes other documents through.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::InjectorConfig;
+use crate::mutation::{mutate, MutationError};
+use crate::workload::WorkloadKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("document {index}: {source}")]
+    Yaml {
+        index: usize,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("document {index} ({kind} {name:?}): {source}")]
+    Mutation {
+        index: usize,
+        kind: WorkloadKind,
+        name: String,
+        #[source]
+        source: MutationError,
+    },
+    #[error("document {index} ({kind} {name:?}): the patch does not apply: {source}")]
+    Apply {
+        index: usize,
+        kind: WorkloadKind,
+        name: String,
+        #[source]
+        source: json_patch::PatchError,
+    },
+    #[error("cannot write output: {0}")]
+    Output(String),
+}
+
+/// The result of injecting into one input.
+#[derive(Debug, Default)]
+pub struct Injected {
+    pub documents: Vec<Value>,
+    pub warnings: Vec<String>,
+    /// Whether the input was JSON, so the output can be too.
+    pub json: bool,
+}
+
+/// Mutates one object in place, as the webhook would on CREATE. Returns its warnings.
+pub fn inject_object(
+    object: &mut Value,
+    config: &InjectorConfig,
+    index: usize,
+) -> Result<Vec<String>, InjectError> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind_name = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind_name == "List" && api_version == "v1" {
+        let mut warnings = Vec::new();
+        if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
+            for item in items {
+                warnings.extend(inject_object(item, config, index)?);
+            }
+        }
+        return Ok(warnings);
+    }
+    let Some(kind) = WorkloadKind::from_api_version(api_version, kind_name) else {
+        return Ok(Vec::new());
+    };
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    // Same entry point as the webhook: the object's JSON text.
+    let text = object.to_string();
+    let mutation = mutate(kind, &text, config, false).map_err(|source| InjectError::Mutation {
+        index,
+        kind,
+        name: name.clone(),
+        source,
+    })?;
+    json_patch::patch(object, &mutation.patch).map_err(|source| InjectError::Apply {
+        index,
+        kind,
+        name: name.clone(),
+        source,
+    })?;
+    Ok(mutation
+        .warnings
+        .into_iter()
+        .map(|w| format!("{kind} {name:?}: {w}"))
+        .collect())
+}
+
+/// Injects into every document of `input` (YAML, multi-document, or JSON).
+pub fn inject_str(input: &str, config: &InjectorConfig) -> Result<Injected, InjectError> {
+    let json = input.trim_start().starts_with(['{', '[']);
+    let mut out = Injected {
+        json,
+        ..Injected::default()
+    };
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
+        let value =
+            Value::deserialize(document).map_err(|source| InjectError::Yaml { index, source })?;
+        if value.is_null() {
+            continue; // An empty document, such as a trailing `---`.
+        }
+        let mut value = value;
+        out.warnings
+            .extend(inject_object(&mut value, config, index)?);
+        out.documents.push(value);
+    }
+    Ok(out)
+}
+
+/// Renders documents as multi-document YAML, or as JSON when the input was JSON.
+pub fn render(injected: &Injected) -> Result<String, InjectError> {
+    if injected.json {
+        let mut out = String::new();
+        for d in &injected.documents {
+            out.push_str(
+                &serde_json::to_string_pretty(d).map_err(|e| InjectError::Output(e.to_string()))?,
+            );
+            out.push('\n');
+        }
+        return Ok(out);
+    }
+    let mut out = String::new();
+    for (i, d) in injected.documents.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_yaml_ng::to_string(d).map_err(|e| InjectError::Output(e.to_string()))?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,90 @@
+//! Prometheus metrics, served on the admin port at `/metrics`.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, LazyLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::tls::CertStore;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub verdict: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub admissions: Family<AdmissionLabels, Counter>,
+    pub duration: Histogram,
+    pub cert_not_after: Gauge<i64, AtomicI64>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("migration_injector");
+    let admissions = Family::<AdmissionLabels, Counter>::default();
+    registry.register(
+        "admission_requests",
+        "AdmissionReview requests answered, by workload kind, operation and verdict",
+        admissions.clone(),
+    );
+    // 50 µs .. ~0.8 s: the handler itself is sub-millisecond; the tail is what matters.
+    let duration = Histogram::new(exponential_buckets(0.00005, 2.0, 15));
+    registry.register(
+        "admission_duration_seconds",
+        "Time to answer an AdmissionReview, body read included",
+        duration.clone(),
+    );
+    let cert_not_after = Gauge::<i64, AtomicI64>::default();
+    registry.register(
+        "serving_certificate_not_after_seconds",
+        "Expiry of the served TLS certificate, as a Unix time",
+        cert_not_after.clone(),
+    );
+    Metrics {
+        registry,
+        admissions,
+        duration,
+        cert_not_after,
+    }
+});
+
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn encode() -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &METRICS.registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Unix time at which the leaf certificate of `store` expires.
+pub fn not_after(store: &CertStore) -> Option<i64> {
+    let key = store.current()?;
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Publishes and logs the expiry of the certificate now served.
+pub fn record_cert(store: &Arc<CertStore>) {
+    if let Some(t) = not_after(store) {
+        METRICS.cert_not_after.set(t);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        tracing::info!(
+            not_after_unix = t,
+            days_left = (t - now) / 86_400,
+            "serving certificate expiry"
+        );
+    }
+}

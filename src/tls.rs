@@ -1,0 +1,169 @@
+//! Serving TLS: rustls (TLS 1.2 and 1.3 only, ring provider) with a certificate store that is
+//! swapped atomically when the cert/key files change. Files are polled, not watched: kubelet
+//! updates a Secret volume by swapping a `..data` symlink, which inotify on the files misses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} holds no usable PEM {expected}")]
+    NoPem {
+        what: String,
+        expected: &'static str,
+    },
+    #[error("the certificate and key do not form a usable pair: {0}")]
+    Pair(#[source] rustls::Error),
+    #[error("TLS configuration failed: {0}")]
+    Config(#[source] rustls::Error),
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds a certified key from PEM text, checking that the key matches the certificate.
+pub fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    what: &str,
+) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::NoPem {
+            what: what.to_owned(),
+            expected: "certificate",
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoPem {
+            what: what.to_owned(),
+            expected: "certificate",
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoPem {
+        what: what.to_owned(),
+        expected: "private key",
+    })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::Pair)
+}
+
+/// The serving certificate, replaceable while connections are being accepted.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    current: ArcSwapOption<CertifiedKey>,
+}
+
+impl CertStore {
+    pub fn new(initial: CertifiedKey) -> Arc<Self> {
+        let store = Arc::new(CertStore::default());
+        store.set(initial);
+        store
+    }
+
+    pub fn set(&self, key: CertifiedKey) {
+        self.current.store(Some(Arc::new(key)));
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Seconds until the served leaf certificate expires, if one is loaded and parseable.
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.load_full()
+    }
+}
+
+/// A rustls server config serving whatever `store` holds, HTTP/2 and HTTP/1.1.
+pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(TlsError::Config)?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Cert and key files, re-read on an interval; a new pair is taken only when it is complete and
+/// consistent, so a half-written rotation keeps the old certificate.
+#[derive(Debug)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    last: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl CertFiles {
+    pub fn new(cert: PathBuf, key: PathBuf) -> Self {
+        CertFiles {
+            cert,
+            key,
+            last: None,
+        }
+    }
+
+    fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Loads the pair if it changed since the last successful load. `Ok(None)`: unchanged.
+    pub fn reload(&mut self) -> Result<Option<CertifiedKey>, TlsError> {
+        let cert = Self::read(&self.cert)?;
+        let key = Self::read(&self.key)?;
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(c, k)| *c == cert && *k == key)
+        {
+            return Ok(None);
+        }
+        let what = format!("{} + {}", self.cert.display(), self.key.display());
+        let certified = certified_key(&cert, &key, &what)?;
+        self.last = Some((cert, key));
+        Ok(Some(certified))
+    }
+}
+
+/// Polls `files` every `interval` and swaps new pairs into `store`, until the task is dropped.
+pub async fn watch(mut files: CertFiles, store: Arc<CertStore>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match files.reload() {
+            Ok(Some(key)) => {
+                store.set(key);
+                tracing::info!(cert = %files.cert.display(), "loaded a new serving certificate");
+                crate::metrics::record_cert(&store);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "keeping the current serving certificate"),
+        }
+    }
+}

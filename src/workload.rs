@@ -1,0 +1,298 @@
+//! Workload kinds the injector handles, where each keeps its pod template, and a decoder that
+//! reads only the parts of an object the mutation needs.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::annotations::MigrationAnnotations;
+
+/// A kind whose pod template the injector mutates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+    Pod,
+}
+
+impl WorkloadKind {
+    /// Maps an API group, version and kind to a handled kind; `None` for everything else.
+    pub fn from_gvk(group: &str, version: &str, kind: &str) -> Option<Self> {
+        match (group, version, kind) {
+            ("apps", "v1", "Deployment") => Some(Self::Deployment),
+            ("apps", "v1", "StatefulSet") => Some(Self::StatefulSet),
+            ("apps", "v1", "DaemonSet") => Some(Self::DaemonSet),
+            ("apps", "v1", "ReplicaSet") => Some(Self::ReplicaSet),
+            ("batch", "v1", "Job") => Some(Self::Job),
+            // batch/v1beta1 is what Kubernetes < 1.21 serves; the layout is the same.
+            ("batch", "v1" | "v1beta1", "CronJob") => Some(Self::CronJob),
+            ("", "v1", "Pod") => Some(Self::Pod),
+            _ => None,
+        }
+    }
+
+    /// Same as [`from_gvk`](Self::from_gvk), from a manifest's `apiVersion` and `kind`.
+    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Self> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        Self::from_gvk(group, version, kind)
+    }
+
+    /// JSON pointer tokens from the object root to the pod template (empty for a Pod, whose
+    /// metadata and spec are the template's).
+    pub fn template_tokens(self) -> &'static [&'static str] {
+        match self {
+            Self::Pod => &[],
+            Self::CronJob => &["spec", "jobTemplate", "spec", "template"],
+            _ => &["spec", "template"],
+        }
+    }
+
+    /// The template's path in the dotted form kubectl users know, for messages.
+    pub fn template_field(self) -> &'static str {
+        match self {
+            Self::Pod => "",
+            Self::CronJob => "spec.jobTemplate.spec.template.",
+            _ => "spec.template.",
+        }
+    }
+
+    /// Kinds whose pod template the API server refuses to change after creation.
+    pub fn template_immutable(self) -> bool {
+        matches!(self, Self::Pod | Self::Job)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::Job => "Job",
+            Self::CronJob => "CronJob",
+            Self::Pod => "Pod",
+        }
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One element of `initContainers`, `containers` or `volumes`: its name, and its JSON left
+/// undecoded until the plan needs to compare or inspect it.
+#[derive(Debug, Clone)]
+pub struct Item<'a> {
+    pub name: Cow<'a, str>,
+    pub raw: &'a RawValue,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct NameOnly<'a> {
+            #[serde(borrow, default)]
+            name: Option<Cow<'a, str>>,
+        }
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        let named: NameOnly<'de> = serde_json::from_str(raw.get()).map_err(de::Error::custom)?;
+        Ok(Item {
+            name: named.name.unwrap_or_default(),
+            raw,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MetaView<'a> {
+    #[serde(borrow, default)]
+    annotations: Option<MigrationAnnotations<'a>>,
+}
+
+/// The parts of a PodSpec the mutation reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodSpecView<'a> {
+    #[serde(borrow, default, rename = "initContainers")]
+    pub init_containers: Option<Vec<Item<'a>>>,
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<Item<'a>>>,
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<Item<'a>>>,
+}
+
+/// The parts of a pod template the mutation reads.
+#[derive(Debug, Default)]
+pub struct TemplateView<'a> {
+    /// Whether `metadata` exists at all (a CronJob's job template may omit it).
+    pub has_metadata: bool,
+    /// `None` when `metadata.annotations` is absent or null.
+    pub annotations: Option<MigrationAnnotations<'a>>,
+    /// `None` when the template has no `spec`.
+    pub spec: Option<PodSpecView<'a>>,
+}
+
+/// What the mutation needs from a workload.
+#[derive(Debug, Default)]
+pub struct WorkloadView<'a> {
+    pub annotations: MigrationAnnotations<'a>,
+    /// `None` when the object has no pod template at all.
+    pub template: Option<TemplateView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PodTemplateShape<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<MetaView<'a>>,
+    #[serde(borrow, default)]
+    spec: Option<PodSpecView<'a>>,
+}
+
+impl<'a> From<PodTemplateShape<'a>> for TemplateView<'a> {
+    fn from(t: PodTemplateShape<'a>) -> Self {
+        TemplateView {
+            has_metadata: t.metadata.is_some(),
+            annotations: t.metadata.and_then(|m| m.annotations),
+            spec: t.spec,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TemplateHolder<'a> {
+    #[serde(borrow, default)]
+    template: Option<PodTemplateShape<'a>>,
+}
+
+#[derive(Deserialize)]
+struct JobTemplateShape<'a> {
+    #[serde(borrow, default)]
+    spec: Option<TemplateHolder<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CronJobSpecShape<'a> {
+    #[serde(borrow, default, rename = "jobTemplate")]
+    job_template: Option<JobTemplateShape<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+struct ObjectShape<'a, S> {
+    #[serde(borrow, default)]
+    metadata: Option<MetaView<'a>>,
+    #[serde(default = "Option::default")]
+    spec: Option<S>,
+}
+
+fn annotations_of<'v, 'a>(meta: &'v Option<MetaView<'a>>) -> Option<&'v MigrationAnnotations<'a>> {
+    meta.as_ref().and_then(|m| m.annotations.as_ref())
+}
+
+impl<'a> WorkloadView<'a> {
+    /// Decodes the parts of `json` (an object of `kind`) that the mutation needs, skipping the
+    /// rest of the object without allocating it.
+    pub fn decode(kind: WorkloadKind, json: &'a str) -> Result<Self, serde_json::Error> {
+        match kind {
+            WorkloadKind::Pod => {
+                let obj: ObjectShape<'a, PodSpecView<'a>> = serde_json::from_str(json)?;
+                let annotations = annotations_of(&obj.metadata).cloned();
+                Ok(WorkloadView {
+                    annotations: annotations.clone().unwrap_or_default(),
+                    template: Some(TemplateView {
+                        has_metadata: obj.metadata.is_some(),
+                        annotations,
+                        spec: obj.spec,
+                    }),
+                })
+            }
+            WorkloadKind::CronJob => {
+                let obj: ObjectShape<'a, CronJobSpecShape<'a>> = serde_json::from_str(json)?;
+                let template = obj
+                    .spec
+                    .and_then(|s| s.job_template)
+                    .and_then(|j| j.spec)
+                    .and_then(|s| s.template)
+                    .map(TemplateView::from);
+                Ok(WorkloadView {
+                    annotations: annotations_of(&obj.metadata).cloned().unwrap_or_default(),
+                    template,
+                })
+            }
+            _ => {
+                let obj: ObjectShape<'a, TemplateHolder<'a>> = serde_json::from_str(json)?;
+                let template = obj.spec.and_then(|s| s.template).map(TemplateView::from);
+                Ok(WorkloadView {
+                    annotations: annotations_of(&obj.metadata).cloned().unwrap_or_default(),
+                    template,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotations::Key;
+
+    #[test]
+    fn kinds_from_gvk() {
+        assert_eq!(
+            WorkloadKind::from_api_version("apps/v1", "Deployment"),
+            Some(WorkloadKind::Deployment)
+        );
+        assert_eq!(
+            WorkloadKind::from_api_version("batch/v1beta1", "CronJob"),
+            Some(WorkloadKind::CronJob)
+        );
+        assert_eq!(
+            WorkloadKind::from_api_version("v1", "Pod"),
+            Some(WorkloadKind::Pod)
+        );
+        assert_eq!(WorkloadKind::from_api_version("v1", "Service"), None);
+        assert_eq!(
+            WorkloadKind::from_api_version("apps/v1beta1", "Deployment"),
+            None
+        );
+    }
+
+    #[test]
+    fn decodes_cronjob_template() {
+        let json = r#"{"metadata":{"annotations":{"migrations.io/image":"a:1"}},
+            "spec":{"schedule":"* * * * *","jobTemplate":{"spec":{"template":{"spec":{
+            "containers":[{"name":"c","image":"x"}],"volumes":[{"name":"v","emptyDir":{}}]}}}}}}"#;
+        let v = WorkloadView::decode(WorkloadKind::CronJob, json).unwrap();
+        assert_eq!(v.annotations.get(Key::Image), Some("a:1"));
+        let t = v.template.unwrap();
+        assert!(!t.has_metadata);
+        let spec = t.spec.unwrap();
+        assert_eq!(spec.volumes.unwrap()[0].name, "v");
+        assert!(spec.init_containers.is_none());
+    }
+
+    #[test]
+    fn pod_metadata_is_both_levels() {
+        let json = r#"{"metadata":{"annotations":{"migrations.io/image":"a:1"}},"spec":{"containers":[]}}"#;
+        let v = WorkloadView::decode(WorkloadKind::Pod, json).unwrap();
+        assert_eq!(v.annotations.get(Key::Image), Some("a:1"));
+        let t = v.template.unwrap();
+        assert_eq!(t.annotations.unwrap().get(Key::Image), Some("a:1"));
+    }
+
+    #[test]
+    fn nulls_are_absent() {
+        let json = r#"{"metadata":{"annotations":null},"spec":{"template":{"metadata":null,"spec":{"initContainers":null}}}}"#;
+        let v = WorkloadView::decode(WorkloadKind::Deployment, json).unwrap();
+        let t = v.template.unwrap();
+        assert!(!t.has_metadata);
+        assert!(t.spec.unwrap().init_containers.is_none());
+    }
+}
