@@ -1,0 +1,469 @@
+#!/usr/bin/env bash
+# Tests of the Helm chart charts/migration-injector, offline (no cluster needed):
+#   helm lint --strict; helm template for every TLS mode and the main value combinations, each
+#   asserted with tests/helm/check_render.py; schema rejections; matchConditions/PDB gating by
+#   --kube-version/--api-versions; manifests/install.yaml freshness; render-for-apiserver.sh;
+#   values.schema.json strictness; README coverage of every value; the matchConditions CEL
+#   evaluated with cel-cpp (skipped if cel-expr-python cannot be installed); yamllint,
+#   kubernetes-validate and shellcheck when they are installed.
+#
+# Usage: tests/helm/test-chart.sh        Env: HELM=/path/to/helm (default: tests/tools/install-helm.sh)
+# Exit status: 0 when every check passed, 1 otherwise (failures are listed at the end).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CHART=$ROOT/charts/migration-injector
+CHECK=$ROOT/tests/helm/check_render.py
+HELM=${HELM:-$("$ROOT/tests/tools/install-helm.sh")} || { echo "cannot install helm" >&2; exit 1; }
+NS=mi-test
+REL=t
+FULL=t-migration-injector
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+PASSED=0
+FAILED=()
+pass() { PASSED=$((PASSED + 1)); echo "  PASS $1"; }
+fail() { FAILED+=("$1"); echo "  FAIL $1"; }
+section() { echo; echo "== $*"; }
+
+# render NAME [helm template flags...]: renders to $WORK/NAME.yaml; a helm error is a failure.
+render() {
+  local name=$1; shift
+  if "$HELM" template "$REL" "$CHART" --namespace "$NS" "$@" >"$WORK/$name.yaml" 2>"$WORK/$name.err"; then
+    return 0
+  fi
+  fail "$name: helm template failed: $(head -c 600 "$WORK/$name.err")"
+  return 1
+}
+
+# check NAME EXPR...: asserts Python expressions on the render NAME (see check_render.py).
+check() {
+  local name=$1; shift
+  if python3 "$CHECK" "$WORK/$name.yaml" "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+# case NAME [helm flags...] -- EXPR...: render then check.
+case_() {
+  local name=$1; shift
+  local flags=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do flags+=("$1"); shift; done
+  shift
+  echo "- $name"
+  render "$name" ${flags[@]+"${flags[@]}"} && check "$name" "$@"
+}
+
+# reject NAME PATTERN [helm flags...]: helm template must fail with stderr matching PATTERN.
+reject() {
+  local name=$1 pattern=$2; shift 2
+  if "$HELM" template "$REL" "$CHART" --namespace "$NS" "$@" >"$WORK/$name.yaml" 2>"$WORK/$name.err"; then
+    fail "$name: helm template succeeded but must fail ($*)"
+  elif grep -Eq -- "$pattern" "$WORK/$name.err"; then
+    pass "$name (rejected: $(grep -Eo -- "$pattern" "$WORK/$name.err" | head -1))"
+  else
+    fail "$name: failed without /$pattern/: $(head -c 400 "$WORK/$name.err")"
+  fi
+}
+
+echo "helm: $HELM ($("$HELM" version --short))"
+
+section "helm lint --strict"
+for flags in "" "--set tls.mode=helm" "--set tls.mode=existingSecret --set tls.existingSecret=s --set tls.caBundle=QUJD" \
+             "--set tls.mode=url --set webhook.url=https://10.0.0.1:8443/mutate --set deployment.enabled=false" \
+             "--set serviceMonitor.enabled=true --set networkPolicy.enabled=true"; do
+  # shellcheck disable=SC2086 # flags are meant to split
+  if "$HELM" lint --strict "$CHART" $flags >"$WORK/lint.out" 2>&1; then
+    pass "lint ${flags:-(defaults)}"
+  else
+    fail "lint ${flags:-(defaults)}: $(cat "$WORK/lint.out")"
+  fi
+done
+
+# Every supported kind's resource, as the rules name them.
+ALL_RES="{'deployments','statefulsets','daemonsets','replicasets','jobs','cronjobs','pods'}"
+RBAC_ABSENT="not any(has(k) for k in ('Role','RoleBinding','ClusterRole','ClusterRoleBinding'))"
+
+section "TLS mode certManager (default)"
+case_ default -- \
+  "kinds == sorted(['Certificate','Certificate','Deployment','Issuer','Issuer','MutatingWebhookConfiguration','PodDisruptionBudget','Service','ServiceAccount'])" \
+  "$RBAC_ABSENT" \
+  "mwc['metadata']['annotations']['cert-manager.io/inject-ca-from'] == '$NS/$FULL-tls'" \
+  "'caBundle' not in wh['clientConfig']" \
+  "wh['clientConfig']['service'] == {'name': '$FULL', 'namespace': '$NS', 'path': '/mutate', 'port': 443}" \
+  "wh['sideEffects'] == 'None' and wh['admissionReviewVersions'] == ['v1']" \
+  "wh['reinvocationPolicy'] == 'IfNeeded' and wh['matchPolicy'] == 'Equivalent'" \
+  "wh['failurePolicy'] == 'Fail' and wh['timeoutSeconds'] == 10" \
+  "resources == $ALL_RES" \
+  "all(r['operations'] == ['CREATE','UPDATE'] and r['scope'] == 'Namespaced' for r in wh['rules'])" \
+  "rule('deployments')['apiGroups'] == ['apps'] and rule('deployments')['apiVersions'] == ['v1']" \
+  "rule('jobs')['apiGroups'] == ['batch'] and rule('pods')['apiGroups'] == ['']" \
+  "rule('cronjobs')['apiGroups'] == ['batch'] and set(rule('cronjobs')['apiVersions']) == {'v1','v1beta1'}" \
+  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system'])" \
+  "nsexpr['migrations.io/injection'] == ('NotIn', ['disabled'])" \
+  "'matchConditions' in wh" \
+  "dep['spec']['replicas'] == 2" \
+  "one('PodDisruptionBudget')['apiVersion'] == 'policy/v1' and one('PodDisruptionBudget')['spec']['maxUnavailable'] == 1" \
+  "pod['affinity']['podAntiAffinity']['preferredDuringSchedulingIgnoredDuringExecution'][0]['podAffinityTerm']['topologyKey'] == 'kubernetes.io/hostname'" \
+  "pod['automountServiceAccountToken'] is False and one('ServiceAccount')['automountServiceAccountToken'] is False" \
+  "pod['serviceAccountName'] == '$FULL'" \
+  "ctr['livenessProbe']['httpGet'] == {'path': '/healthz', 'port': 'admin', 'scheme': 'HTTP'}" \
+  "ctr['readinessProbe']['httpGet'] == {'path': '/readyz', 'port': 'admin', 'scheme': 'HTTP'}" \
+  "{p['name']: p['containerPort'] for p in ctr['ports']} == {'webhook': 8443, 'admin': 8080}" \
+  "ctr['args'] == ['serve']" \
+  "ctr['volumeMounts'] == [{'name': 'tls', 'mountPath': '/etc/migration-injector/tls', 'readOnly': True}]" \
+  "pod['volumes'][0]['secret']['secretName'] == '$FULL-tls'" \
+  "[c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['secretName'] == '$FULL-tls'" \
+  "'$FULL.$NS.svc' in [c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['dnsNames']" \
+  "ctr['resources']['requests'] and ctr['resources']['limits']" \
+  "'priorityClassName' not in pod and 'nodeSelector' not in pod and 'tolerations' not in pod" \
+  "pod['terminationGracePeriodSeconds'] == 30" \
+  "{p['name']: p['port'] for p in one('Service')['spec']['ports']} == {'webhook': 443, 'admin': 8080}" \
+  "all(d['metadata'].get('namespace') == '$NS' for d in docs if d['kind'] != 'MutatingWebhookConfiguration')"
+
+section "restricted securityContext (pod and container)"
+check default \
+  "pod['securityContext']['runAsNonRoot'] is True and pod['securityContext']['runAsUser'] == 65532" \
+  "pod['securityContext']['seccompProfile'] == {'type': 'RuntimeDefault'}" \
+  "ctr['securityContext']['allowPrivilegeEscalation'] is False" \
+  "ctr['securityContext']['readOnlyRootFilesystem'] is True" \
+  "ctr['securityContext']['capabilities'] == {'drop': ['ALL']}" \
+  "ctr['securityContext']['runAsNonRoot'] is True and ctr['securityContext']['runAsUser'] == 65532" \
+  "ctr['securityContext']['seccompProfile'] == {'type': 'RuntimeDefault'}" \
+  "pod['volumes'][0]['secret']['defaultMode'] == 0o440 and pod['securityContext']['fsGroup'] == 65532"
+
+section "env: only the fixed settings by default"
+check default \
+  "envnames == ['MIGRATION_INJECTOR_LISTEN','MIGRATION_INJECTOR_ADMIN_LISTEN','MIGRATION_INJECTOR_TLS_CERT_FILE','MIGRATION_INJECTOR_TLS_KEY_FILE']" \
+  "env['MIGRATION_INJECTOR_LISTEN'] == '0.0.0.0:8443' and env['MIGRATION_INJECTOR_ADMIN_LISTEN'] == '0.0.0.0:8080'" \
+  "env['MIGRATION_INJECTOR_TLS_CERT_FILE'] == '/etc/migration-injector/tls/tls.crt'" \
+  "env['MIGRATION_INJECTOR_TLS_KEY_FILE'] == '/etc/migration-injector/tls/tls.key'"
+
+section "certManager with an existing issuer"
+case_ cm-issuer --set tls.certManager.issuerRef.name=corp-ca --set tls.certManager.issuerRef.kind=ClusterIssuer -- \
+  "not has('Issuer') and one('Certificate')['spec']['issuerRef'] == {'name': 'corp-ca', 'kind': 'ClusterIssuer'}" \
+  "mwc['metadata']['annotations']['cert-manager.io/inject-ca-from'] == '$NS/$FULL-tls'"
+
+section "TLS mode helm"
+case_ helm --set tls.mode=helm -- \
+  "not has('Certificate') and not has('Issuer')" \
+  "one('Secret')['type'] == 'kubernetes.io/tls' and one('Secret')['metadata']['name'] == '$FULL-tls'" \
+  "set(one('Secret')['data']) == {'tls.crt', 'tls.key', 'ca.crt'}" \
+  "wh['clientConfig']['caBundle'] == one('Secret')['data']['ca.crt']" \
+  "'cert-manager.io/inject-ca-from' not in (mwc['metadata'].get('annotations') or {})" \
+  "cert_ok(one('Secret')['data']['ca.crt'], one('Secret')['data']['tls.crt'], ['$FULL.$NS.svc', '$FULL.$NS.svc.cluster.local'])" \
+  "'PRIVATE KEY' in secret_data('$FULL-tls')['tls.key']" \
+  "pod['volumes'][0]['secret']['secretName'] == '$FULL-tls'"
+
+section "TLS mode existingSecret"
+case_ existing --set tls.mode=existingSecret --set tls.existingSecret=my-tls --set tls.caBundle=Q0FCVU5ETEU= -- \
+  "not has('Secret') and not has('Certificate') and not has('Issuer')" \
+  "wh['clientConfig']['caBundle'] == 'Q0FCVU5ETEU='" \
+  "'service' in wh['clientConfig'] and 'url' not in wh['clientConfig']" \
+  "pod['volumes'][0]['secret']['secretName'] == 'my-tls'"
+reject existing-no-ca "tls.caBundle .*required" --set tls.mode=existingSecret --set tls.existingSecret=my-tls
+reject existing-no-secret "tls.existingSecret is required" --set tls.mode=existingSecret --set tls.caBundle=QUJD
+
+section "TLS mode url (webhook outside the cluster)"
+case_ url --set tls.mode=url --set webhook.url=https://10.1.2.3:8443/mutate --set tls.caBundle=QUJD --set deployment.enabled=false -- \
+  "kinds == ['MutatingWebhookConfiguration']" \
+  "wh['clientConfig'] == {'url': 'https://10.1.2.3:8443/mutate', 'caBundle': 'QUJD'}"
+case_ url-with-deployment --set tls.mode=url --set webhook.url=https://mi.example.com/mutate -- \
+  "has('Deployment') and has('Service') and not has('Secret') and not has('Certificate')" \
+  "'caBundle' not in wh['clientConfig'] and 'service' not in wh['clientConfig']"
+reject url-missing "webhook.url is required" --set tls.mode=url
+reject url-wrong-mode "webhook.url is only used with tls.mode=url" --set webhook.url=https://10.1.2.3/mutate
+reject url-http "webhook.url" --set tls.mode=url --set webhook.url=http://10.1.2.3/mutate
+
+section "webhook kind toggles"
+for kind in deployments:deployments statefulSets:statefulsets daemonSets:daemonsets replicaSets:replicasets \
+            jobs:jobs cronJobs:cronjobs pods:pods; do
+  key=${kind%%:*} res=${kind#*:}
+  case_ "kind-off-$key" --set "webhook.kinds.$key=false" -- \
+    "resources == $ALL_RES - {'$res'}"
+done
+OFF=()
+for k in deployments statefulSets daemonSets replicaSets jobs cronJobs; do OFF+=(--set "webhook.kinds.$k=false"); done
+case_ kind-only-pods "${OFF[@]}" -- \
+  "resources == {'pods'} and rule('pods')['apiVersions'] == ['v1']"
+reject kinds-none "enable at least one kind" "${OFF[@]}" --set webhook.kinds.pods=false
+
+section "namespace selection"
+case_ opt-in --set webhook.namespaceSelectorMode=optIn -- \
+  "nsexpr['migrations.io/injection'] == ('In', ['enabled'])" \
+  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system'])"
+case_ exclude-more --set 'webhook.excludeNamespaces={kube-public,kube-system,monitoring}' -- \
+  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system', 'kube-public', 'monitoring'])" \
+  "nsexpr['migrations.io/injection'] == ('NotIn', ['disabled'])"
+case_ object-selector --set webhook.objectSelector.matchLabels.team=a -- \
+  "wh['objectSelector'] == {'matchLabels': {'team': 'a'}}"
+reject ns-mode-typo "namespaceSelectorMode" --set webhook.namespaceSelectorMode=optin
+
+section "failurePolicy and timeoutSeconds"
+case_ policy-ignore --set webhook.failurePolicy=Ignore --set webhook.timeoutSeconds=5 --set webhook.reinvocationPolicy=Never -- \
+  "wh['failurePolicy'] == 'Ignore' and wh['timeoutSeconds'] == 5 and wh['reinvocationPolicy'] == 'Never'"
+reject policy-typo "failurePolicy" --set webhook.failurePolicy=Fial
+reject timeout-too-big "timeoutSeconds" --set webhook.timeoutSeconds=31
+
+section "matchConditions only where the API server supports them (>= 1.30)"
+case_ mc-1.29 --kube-version 1.29.9 -- "'matchConditions' not in wh"
+case_ mc-1.30 --kube-version 1.30.0 -- "wh['matchConditions'][0]['name'] == 'has-migrations-image-annotation'"
+case_ mc-vendor --kube-version v1.31.2-eks-1234 -- "'matchConditions' in wh"
+case_ mc-1.20 --kube-version 1.20.2 -- "'matchConditions' not in wh"
+case_ mc-1.20-vap --kube-version 1.20.2 --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy -- \
+  "'matchConditions' in wh"
+case_ mc-1.29-groupversion --kube-version 1.29.0 --api-versions admissionregistration.k8s.io/v1 -- \
+  "'matchConditions' not in wh"
+case_ mc-disabled --set webhook.matchConditions=disabled -- "'matchConditions' not in wh"
+case_ mc-forced --kube-version 1.28.0 --set webhook.matchConditions=enabled -- "'matchConditions' in wh"
+check mc-1.30 \
+  "'object != null' in wh['matchConditions'][0]['expression'] and 'oldObject != null' in wh['matchConditions'][0]['expression']" \
+  "wh['matchConditions'][0]['expression'].count(\"'migrations.io/image' in\") == 6" \
+  "'spec.jobTemplate.spec.template.metadata.annotations' in wh['matchConditions'][0]['expression']"
+
+section "PodDisruptionBudget"
+case_ pdb-1.20 --kube-version 1.20.2 -- "one('PodDisruptionBudget')['apiVersion'] == 'policy/v1beta1'"
+case_ pdb-1.21 --kube-version 1.21.0 -- "one('PodDisruptionBudget')['apiVersion'] == 'policy/v1'"
+case_ pdb-discovered --kube-version 1.20.2 --api-versions policy/v1/PodDisruptionBudget -- \
+  "one('PodDisruptionBudget')['apiVersion'] == 'policy/v1'"
+case_ pdb-min --set podDisruptionBudget.maxUnavailable=null --set podDisruptionBudget.minAvailable=50% -- \
+  "one('PodDisruptionBudget')['spec']['minAvailable'] == '50%' and 'maxUnavailable' not in one('PodDisruptionBudget')['spec']"
+case_ pdb-off --set podDisruptionBudget.enabled=false -- "not has('PodDisruptionBudget')"
+reject pdb-both "only one of maxUnavailable and minAvailable" --set podDisruptionBudget.minAvailable=1
+
+section "config values become env vars"
+cat >"$WORK/config-values.yaml" <<'VALUES'
+config:
+  listen: "[::]:9443"
+  adminListen: "127.0.0.1:9090"
+  certReloadInterval: 30
+  maxBodyBytes: 10485760
+  requestTimeoutSeconds: 7
+  shutdownGraceSeconds: 40
+  logFormat: json
+  logLevel: migration_injector=debug,info
+  defaultSecret: db-config
+  defaultVolumeName: db-config-vol
+  defaultEnv: prod
+  defaultMountPath: /etc/db
+  defaultConfigFile: project.hcl
+  defaultArgs: ["migrate", "apply", "--env", "prod"]
+  defaultCommand: ["/atlas"]
+  defaultPullPolicy: IfNotPresent
+  defaultContainerName: db-migrate
+  defaultPosition: first
+  defaultCpuRequest: 100m
+  defaultCpuLimit: 1
+  defaultMemoryRequest: 64Mi
+  defaultMemoryLimit: 256Mi
+  securityContext: {}
+  allowedImagePrefixes: ["ghcr.io/acme/", "registry.acme.io/"]
+deployment:
+  extraEnv:
+    - name: RUST_BACKTRACE
+      value: "1"
+VALUES
+case_ config -f "$WORK/config-values.yaml" -- \
+  "env['MIGRATION_INJECTOR_LISTEN'] == '[::]:9443' and env['MIGRATION_INJECTOR_ADMIN_LISTEN'] == '127.0.0.1:9090'" \
+  "env['MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL'] == '30'" \
+  "env['MIGRATION_INJECTOR_MAX_BODY_BYTES'] == '10485760'" \
+  "env['MIGRATION_INJECTOR_REQUEST_TIMEOUT_SECONDS'] == '7'" \
+  "env['MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS'] == '40' and pod['terminationGracePeriodSeconds'] == 45" \
+  "env['MIGRATION_INJECTOR_LOG_FORMAT'] == 'json' and env['MIGRATION_INJECTOR_LOG_LEVEL'] == 'migration_injector=debug,info'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_SECRET'] == 'db-config' and env['MIGRATION_INJECTOR_DEFAULT_VOLUME_NAME'] == 'db-config-vol'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_ENV'] == 'prod' and env['MIGRATION_INJECTOR_DEFAULT_MOUNT_PATH'] == '/etc/db'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_CONFIG_FILE'] == 'project.hcl'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_ARGS'] == '[\"migrate\",\"apply\",\"--env\",\"prod\"]'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_COMMAND'] == '[\"/atlas\"]'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_PULL_POLICY'] == 'IfNotPresent' and env['MIGRATION_INJECTOR_DEFAULT_POSITION'] == 'first'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_CONTAINER_NAME'] == 'db-migrate'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_CPU_REQUEST'] == '100m' and env['MIGRATION_INJECTOR_DEFAULT_CPU_LIMIT'] == '1'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_MEMORY_REQUEST'] == '64Mi' and env['MIGRATION_INJECTOR_DEFAULT_MEMORY_LIMIT'] == '256Mi'" \
+  "env['MIGRATION_INJECTOR_SECURITY_CONTEXT'] == '{}'" \
+  "env['MIGRATION_INJECTOR_ALLOWED_IMAGE_PREFIXES'] == 'ghcr.io/acme/,registry.acme.io/'" \
+  "envnames[-1] == 'RUST_BACKTRACE' and len(envnames) == len(set(envnames)) == 25" \
+  "all(isinstance(v, str) for v in env.values())"
+case_ config-set --set config.maxBodyBytes=6291456 --set config.securityContext.runAsNonRoot=true -- \
+  "env['MIGRATION_INJECTOR_MAX_BODY_BYTES'] == '6291456'" \
+  "env['MIGRATION_INJECTOR_SECURITY_CONTEXT'] == '{\"runAsNonRoot\":true}'"
+reject config-bad-format "logFormat" --set config.logFormat=xml
+reject config-bad-position "defaultPosition" --set config.defaultPosition=middle
+reject config-bad-int "maxBodyBytes" --set config.maxBodyBytes=lots
+
+section "schema rejects typos and wrong types"
+reject typo-top "deploymnet" --set deploymnet.replicas=3
+reject typo-config "logFromat" --set config.logFromat=json
+reject typo-kinds "deploymentz" --set webhook.kinds.deploymentz=true
+reject typo-tls-mode "tls.mode" --set tls.mode=certmanager
+reject typo-nested "replcias" --set deployment.replcias=3
+reject wrong-type "replicas" --set deployment.replicas=two
+reject typo-probe "periodSecond" --set deployment.livenessProbe.periodSecond=3
+
+section "optional features"
+case_ optional --set deployment.priorityClassName=system-cluster-critical \
+  --set deployment.nodeSelector.kubernetes\\.io/os=linux \
+  --set 'deployment.tolerations[0].key=dedicated' --set 'deployment.tolerations[0].operator=Exists' \
+  --set serviceMonitor.enabled=true --set serviceMonitor.labels.release=prom \
+  --set networkPolicy.enabled=true --set deployment.replicas=3 --set deployment.podAntiAffinity=hard -- \
+  "pod['priorityClassName'] == 'system-cluster-critical'" \
+  "pod['nodeSelector'] == {'kubernetes.io/os': 'linux'}" \
+  "pod['tolerations'] == [{'key': 'dedicated', 'operator': 'Exists'}]" \
+  "dep['spec']['replicas'] == 3" \
+  "'requiredDuringSchedulingIgnoredDuringExecution' in pod['affinity']['podAntiAffinity']" \
+  "one('ServiceMonitor')['apiVersion'] == 'monitoring.coreos.com/v1'" \
+  "one('ServiceMonitor')['spec']['endpoints'] == [{'port': 'admin', 'path': '/metrics', 'scheme': 'http', 'interval': '30s'}]" \
+  "one('ServiceMonitor')['metadata']['labels']['release'] == 'prom'" \
+  "one('NetworkPolicy')['spec']['policyTypes'] == ['Ingress']" \
+  "[sorted(p['port'] for p in r['ports']) for r in one('NetworkPolicy')['spec']['ingress']] == [[8080, 8443]]" \
+  "'from' not in one('NetworkPolicy')['spec']['ingress'][0]"
+case_ no-affinity --set deployment.podAntiAffinity=none -- "'affinity' not in pod"
+case_ no-sa --set serviceAccount.create=false --set serviceAccount.name=existing -- \
+  "not has('ServiceAccount') and pod['serviceAccountName'] == 'existing'"
+case_ digest --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef -- \
+  "ctr['image'].endswith('@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef')"
+case_ no-deployment --set deployment.enabled=false --set serviceMonitor.enabled=true --set networkPolicy.enabled=true -- \
+  "kinds == sorted(['Certificate','Certificate','Issuer','Issuer','MutatingWebhookConfiguration'])"
+
+section "no RBAC in any render"
+for f in "$WORK"/*.yaml; do
+  n=$(basename "$f" .yaml)
+  [ -s "$f" ] || continue
+  python3 "$CHECK" "$f" "$RBAC_ABSENT" >/dev/null 2>&1 || fail "RBAC object in render $n"
+done
+pass "no Role/RoleBinding/ClusterRole/ClusterRoleBinding in $(find "$WORK" -name '*.yaml' -size +0 | wc -l) renders"
+
+section "tests/helm/render-for-apiserver.sh (v1.20 API server)"
+if HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$WORK/apiserver.yaml" \
+    --set webhook.url=https://127.0.0.1:18443/mutate --set tls.caBundle=QUJD >/dev/null 2>"$WORK/apiserver.err"; then
+  check apiserver \
+    "docs[0]['kind'] == 'Namespace' and docs[0]['metadata']['labels']['kubernetes.io/metadata.name'] == 'migration-injector'" \
+    "wh['clientConfig'] == {'url': 'https://127.0.0.1:18443/mutate', 'caBundle': 'QUJD'}" \
+    "'matchConditions' not in wh" \
+    "one('PodDisruptionBudget')['apiVersion'] == 'policy/v1beta1'" \
+    "not has('Certificate') and not has('Issuer') and not has('Secret')"
+else
+  fail "render-for-apiserver.sh: $(cat "$WORK/apiserver.err")"
+fi
+
+section "manifests/install.yaml is up to date"
+if HELM=$HELM "$ROOT/scripts/render-manifests.sh" "$WORK/install.yaml" 2>"$WORK/install.err"; then
+  if diff -u "$ROOT/manifests/install.yaml" "$WORK/install.yaml" >"$WORK/install.diff"; then
+    pass "manifests/install.yaml matches scripts/render-manifests.sh"
+  else
+    fail "manifests/install.yaml is stale; run scripts/render-manifests.sh. Diff:
+$(head -40 "$WORK/install.diff")"
+  fi
+  check install \
+    "docs[0]['kind'] == 'Namespace'" \
+    "has('Certificate') and 'cert-manager.io/inject-ca-from' in mwc['metadata']['annotations']" \
+    "'matchConditions' in wh and one('PodDisruptionBudget')['apiVersion'] == 'policy/v1'"
+else
+  fail "render-manifests.sh: $(cat "$WORK/install.err")"
+fi
+
+section "values.schema.json: additionalProperties false at every level; README documents every value"
+if python3 - "$CHART" <<'PY'
+import json, re, sys, yaml
+chart = sys.argv[1]
+schema = json.load(open(f"{chart}/values.schema.json"))
+bad = []
+def walk(node, path):
+    if isinstance(node, dict):
+        if "properties" in node and node.get("additionalProperties") is not False:
+            bad.append(path or "(root)")
+        for k, v in node.get("properties", {}).items():
+            walk(v, f"{path}.{k}" if path else k)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], path + "[]")
+walk(schema, "")
+values = yaml.safe_load(open(f"{chart}/values.yaml"))
+readme = open(f"{chart}/README.md").read()
+documented = set(re.findall(r"^\|\s*`([^`]+)`", readme, re.M))
+missing_schema, missing_doc = [], []
+def leaves(node, sch, path):
+    props = (sch or {}).get("properties")
+    if isinstance(node, dict) and node and props is not None:
+        for k, v in node.items():
+            if k not in props:
+                missing_schema.append(f"{path}{k}")
+            leaves(v, props.get(k), f"{path}{k}.")
+    else:
+        key = path[:-1]
+        if key not in documented:
+            missing_doc.append(key)
+leaves(values, schema, "")
+for name, lst in (("objects without additionalProperties: false", bad),
+                  ("values.yaml keys not in the schema", missing_schema),
+                  ("values not documented in README.md (table row `key`)", missing_doc)):
+    if lst:
+        print(f"    FAIL {name}: {lst}")
+sys.exit(1 if bad or missing_schema or missing_doc else 0)
+PY
+then pass "schema strict, every value in the schema and README"; else fail "schema/README coverage"; fi
+
+section "NOTES.txt"
+cp -r "$CHART" "$WORK/notes-chart"
+{ echo 'notes: |'; sed 's/^/  /' "$CHART/templates/NOTES.txt"; } >"$WORK/notes-chart/templates/zz-notes.yaml"
+if "$HELM" template "$REL" "$WORK/notes-chart" --namespace "$NS" --kube-version 1.20.2 -s templates/zz-notes.yaml >"$WORK/notes.out" 2>&1 \
+   && grep -q "migrations.io/image: " "$WORK/notes.out" && grep -q "kubectl annotate deployment" "$WORK/notes.out" \
+   && grep -q "kubectl label namespace $NS kubernetes.io/metadata.name=$NS" "$WORK/notes.out"; then
+  pass "NOTES.txt renders and shows how to annotate a Deployment"
+else
+  fail "NOTES.txt: $(head -20 "$WORK/notes.out")"
+fi
+
+section "matchConditions CEL evaluated with cel-cpp"
+CEL_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/migration-injector-tools/cel-venv
+if [ ! -x "$CEL_VENV/bin/python" ] || ! "$CEL_VENV/bin/python" -c 'import cel_expr_python, yaml' 2>/dev/null; then
+  { python3 -m venv "$CEL_VENV" && "$CEL_VENV/bin/pip" install --quiet cel-expr-python==0.1.3 pyyaml; } >"$WORK/cel.log" 2>&1 || true
+fi
+if "$CEL_VENV/bin/python" -c 'import cel_expr_python, yaml' 2>/dev/null; then
+  if "$CEL_VENV/bin/python" "$ROOT/tests/helm/check_cel.py" "$WORK/mc-1.30.yaml"; then
+    pass "CEL of matchConditions"
+  else
+    fail "CEL of matchConditions"
+  fi
+else
+  echo "  SKIP cel-expr-python not installable here ($(tail -1 "$WORK/cel.log" 2>/dev/null))"
+fi
+
+section "linters (when installed)"
+if command -v yamllint >/dev/null; then
+  if yamllint -d '{extends: default, rules: {line-length: {max: 120}, indentation: {indent-sequences: whatever}}}' \
+      "$ROOT/manifests/install.yaml" "$WORK/default.yaml" "$WORK/helm.yaml" "$WORK/apiserver.yaml" "$WORK/config.yaml" "$WORK/optional.yaml"; then
+    pass yamllint
+  else
+    fail yamllint
+  fi
+else
+  echo "  SKIP yamllint (pip install yamllint)"
+fi
+if command -v kubernetes-validate >/dev/null; then
+  # cert-manager and Prometheus Operator kinds have no bundled schema: only warnings.
+  if kubernetes-validate --strict -k 1.33.0 "$ROOT/manifests/install.yaml" "$WORK/helm.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" >"$WORK/kv.out" 2>&1 \
+     && ! grep -q '^ERROR' "$WORK/kv.out"; then
+    pass "kubernetes-validate (1.33)"
+  else
+    fail "kubernetes-validate: $(grep -v '^INFO\|^WARN' "$WORK/kv.out" | head -20)"
+  fi
+else
+  echo "  SKIP kubernetes-validate (pip install kubernetes-validate)"
+fi
+if command -v shellcheck >/dev/null; then
+  if shellcheck "$ROOT/tests/helm/test-chart.sh" "$ROOT/tests/helm/render-for-apiserver.sh" \
+      "$ROOT/tests/tools/install-helm.sh" "$ROOT/scripts/render-manifests.sh"; then
+    pass shellcheck
+  else
+    fail shellcheck
+  fi
+else
+  echo "  SKIP shellcheck (apt-get install shellcheck)"
+fi
+
+echo
+if [ ${#FAILED[@]} -eq 0 ]; then
+  echo "chart tests: all $PASSED checks passed"
+  exit 0
+fi
+echo "chart tests: ${#FAILED[@]} FAILED, $PASSED passed:"
+printf '  - %s\n' "${FAILED[@]}"
+exit 1

@@ -1,0 +1,622 @@
+//! The mutation over a table of workloads: what is stored after CREATE and UPDATE, and every
+//! denial message.
+
+mod support;
+
+use migration_injector::config::InjectorConfig;
+use migration_injector::workload::WorkloadKind::{self, *};
+use serde_json::{json, Value};
+use support::{apply, create, deny};
+
+const IMAGE: &str = "ghcr.io/repo/migrations:v0.1.2";
+
+fn guide_deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "nginx-deployment", "labels": {"app": "nginx"},
+                     "annotations": {"migrations.io/image": IMAGE}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "nginx"}},
+            "template": {"metadata": {"labels": {"app": "nginx"}},
+                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.14.2", "ports": [{"containerPort": 80}]}]}}}
+    })
+}
+
+fn migrate_container(image: &str) -> Value {
+    json!({
+        "name": "migrate", "image": image, "imagePullPolicy": "Always",
+        "args": ["migrate", "apply", "-c", "file:///etc/atlas/atlas.hcl", "--env", "k8s"],
+        "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true, "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumeMounts": [{"name": "atlas-project", "mountPath": "/etc/atlas", "readOnly": true}]
+    })
+}
+
+const RECORD: &str = r#"{"initContainer":"migrate","volume":"atlas-project"}"#;
+
+fn annotate(obj: &mut Value, key: &str, value: &str) {
+    obj["metadata"]["annotations"][key] = json!(value);
+}
+
+#[test]
+fn guide_deployment_gets_exactly_the_guide_additions() {
+    let out = create(Deployment, &guide_deployment());
+    let mut expected = guide_deployment();
+    let t = &mut expected["spec"]["template"];
+    t["metadata"]["annotations"] = json!({"migrations.io/injected": RECORD});
+    t["spec"]["initContainers"] = json!([migrate_container(IMAGE)]);
+    t["spec"]["volumes"] =
+        json!([{"name": "atlas-project", "secret": {"secretName": "atlas-project"}}]);
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn existing_init_containers_volumes_and_annotations_are_kept() {
+    let mut d = guide_deployment();
+    let t = &mut d["spec"]["template"];
+    t["metadata"]["annotations"] = json!({"prometheus.io/scrape": "true"});
+    t["spec"]["initContainers"] = json!([{"name": "wait-for-db", "image": "busybox:1.36", "command": ["sh", "-c", "until nc -z db 5432; do sleep 1; done"]}]);
+    t["spec"]["volumes"] = json!([{"name": "cache", "emptyDir": {}}]);
+    let out = create(Deployment, &d);
+    let s = &out["spec"]["template"];
+    assert_eq!(s["spec"]["initContainers"][0]["name"], "wait-for-db");
+    assert_eq!(s["spec"]["initContainers"][1], migrate_container(IMAGE));
+    assert_eq!(
+        s["spec"]["volumes"][0],
+        json!({"name": "cache", "emptyDir": {}})
+    );
+    assert_eq!(s["spec"]["volumes"][1]["name"], "atlas-project");
+    assert_eq!(s["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+    assert_eq!(
+        s["metadata"]["annotations"]["migrations.io/injected"],
+        RECORD
+    );
+    assert_eq!(
+        s["spec"]["containers"],
+        d["spec"]["template"]["spec"]["containers"]
+    );
+}
+
+#[test]
+fn position_first_goes_before_existing_init_containers() {
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/position", "first");
+    d["spec"]["template"]["spec"]["initContainers"] =
+        json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]);
+    let out = create(Deployment, &d);
+    let names: Vec<_> = out["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["migrate", "a", "b"]);
+    // Switching to last moves it, keeping the user's order.
+    let mut moved = out.clone();
+    annotate(&mut moved, "migrations.io/position", "last");
+    let (out2, _, _) = apply(Deployment, &moved, &InjectorConfig::default(), true).unwrap();
+    let names: Vec<_> = out2["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b", "migrate"]);
+}
+
+#[test]
+fn second_pass_yields_no_patch() {
+    let out = create(Deployment, &guide_deployment());
+    let (again, warnings, ops) = apply(Deployment, &out, &InjectorConfig::default(), true).unwrap();
+    assert_eq!(ops, 0);
+    assert!(warnings.is_empty());
+    assert_eq!(again, out);
+}
+
+#[test]
+fn api_server_defaults_do_not_count_as_a_change() {
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/cpu-request", "0.5");
+    annotate(&mut d, "migrations.io/memory-limit", "1024Mi");
+    let mut stored = create(Deployment, &d);
+    let c = &mut stored["spec"]["template"]["spec"]["initContainers"][0];
+    c["terminationMessagePath"] = json!("/dev/termination-log");
+    c["terminationMessagePolicy"] = json!("File");
+    // The API server canonicalises quantities.
+    c["resources"] = json!({"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}});
+    stored["spec"]["template"]["spec"]["volumes"][0]["secret"]["defaultMode"] = json!(420);
+    let (_, _, ops) = apply(Deployment, &stored, &InjectorConfig::default(), true).unwrap();
+    assert_eq!(ops, 0);
+}
+
+#[test]
+fn changed_image_updates_only_the_injected_container() {
+    let stored = create(Deployment, &guide_deployment());
+    let mut updated = stored.clone();
+    annotate(
+        &mut updated,
+        "migrations.io/image",
+        "ghcr.io/repo/migrations:v0.2.0",
+    );
+    let (out, _, _) = apply(Deployment, &updated, &InjectorConfig::default(), true).unwrap();
+    let mut expected = stored.clone();
+    expected["metadata"]["annotations"]["migrations.io/image"] =
+        json!("ghcr.io/repo/migrations:v0.2.0");
+    expected["spec"]["template"]["spec"]["initContainers"][0] =
+        migrate_container("ghcr.io/repo/migrations:v0.2.0");
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn removing_the_annotation_removes_exactly_what_was_injected() {
+    let mut d = guide_deployment();
+    d["spec"]["template"]["spec"]["initContainers"] =
+        json!([{"name": "wait", "image": "busybox:1"}]);
+    d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "cache", "emptyDir": {}}]);
+    d["spec"]["template"]["metadata"]["annotations"] = json!({"team": "db"});
+    let stored = create(Deployment, &d);
+    let mut updated = stored.clone();
+    updated["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("migrations.io/image");
+    let (out, _, _) = apply(Deployment, &updated, &InjectorConfig::default(), true).unwrap();
+    let mut expected = d.clone();
+    expected["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("migrations.io/image");
+    assert_eq!(out, expected);
+
+    // Without any other init container, volume or annotation, the fields disappear entirely.
+    let stored = create(Deployment, &guide_deployment());
+    let mut updated = stored.clone();
+    updated["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    let (out, _, _) = apply(Deployment, &updated, &InjectorConfig::default(), true).unwrap();
+    let mut expected = guide_deployment();
+    expected["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn injected_volume_still_mounted_by_the_user_is_kept_with_a_warning() {
+    let stored = create(Deployment, &guide_deployment());
+    let mut updated = stored.clone();
+    updated["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    updated["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "atlas-project", "mountPath": "/cfg"}]);
+    let (out, warnings, _) = apply(Deployment, &updated, &InjectorConfig::default(), true).unwrap();
+    assert_eq!(
+        out["spec"]["template"]["spec"]["volumes"][0]["name"],
+        "atlas-project"
+    );
+    assert!(out["spec"]["template"]["spec"]
+        .get("initContainers")
+        .is_none());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("another container mounts it")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn renaming_the_container_replaces_the_old_one() {
+    let stored = create(Deployment, &guide_deployment());
+    let mut updated = stored.clone();
+    annotate(&mut updated, "migrations.io/container-name", "db-migrate");
+    annotate(&mut updated, "migrations.io/volume-name", "db-config");
+    let (out, _, _) = apply(Deployment, &updated, &InjectorConfig::default(), true).unwrap();
+    let spec = &out["spec"]["template"]["spec"];
+    assert_eq!(spec["initContainers"].as_array().unwrap().len(), 1);
+    assert_eq!(spec["initContainers"][0]["name"], "db-migrate");
+    assert_eq!(
+        spec["initContainers"][0]["volumeMounts"][0]["name"],
+        "db-config"
+    );
+    assert_eq!(
+        spec["volumes"],
+        json!([{"name": "db-config", "secret": {"secretName": "atlas-project"}}])
+    );
+    assert_eq!(
+        out["spec"]["template"]["metadata"]["annotations"]["migrations.io/injected"],
+        r#"{"initContainer":"db-migrate","volume":"db-config"}"#
+    );
+}
+
+#[test]
+fn clashing_names_are_denied_with_the_renaming_annotation() {
+    let mut d = guide_deployment();
+    d["spec"]["template"]["spec"]["initContainers"] =
+        json!([{"name": "migrate", "image": "mine:1"}]);
+    assert_eq!(
+        deny(Deployment, &d),
+        r#"spec.template.spec.initContainers already has an init container named "migrate" that migration-injector did not add and that differs from the one it injects; fix: set annotation migrations.io/container-name=<another name>, or remove or rename yours"#
+    );
+    let mut d = guide_deployment();
+    d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "atlas-project", "emptyDir": {}}]);
+    assert_eq!(
+        deny(Deployment, &d),
+        r#"spec.template.spec.volumes already has a volume named "atlas-project" that migration-injector did not add and that differs from the one it injects; fix: set annotation migrations.io/volume-name=<another name>, or remove or rename yours"#
+    );
+}
+
+#[test]
+fn a_hand_written_copy_of_the_guide_is_left_alone() {
+    let mut d = guide_deployment();
+    d["spec"]["template"]["spec"]["initContainers"] = json!([migrate_container(IMAGE)]);
+    d["spec"]["template"]["spec"]["volumes"] =
+        json!([{"name": "atlas-project", "secret": {"secretName": "atlas-project"}}]);
+    let (out, _, ops) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
+    assert_eq!(ops, 0);
+    assert_eq!(out, d);
+}
+
+#[test]
+fn every_override() {
+    let mut d = guide_deployment();
+    for (k, v) in [
+        ("migrations.io/secret", "prod-db"),
+        ("migrations.io/volume-name", "db-config"),
+        ("migrations.io/env", "prod"),
+        ("migrations.io/mount-path", "/config/"),
+        ("migrations.io/config-file", "project.hcl"),
+        ("migrations.io/pull-policy", "IfNotPresent"),
+        ("migrations.io/container-name", "schema"),
+        ("migrations.io/cpu-request", "100m"),
+        ("migrations.io/cpu-limit", "1"),
+        ("migrations.io/memory-request", "64Mi"),
+        ("migrations.io/memory-limit", "256Mi"),
+    ] {
+        annotate(&mut d, k, v);
+    }
+    let out = create(Deployment, &d);
+    let c = &out["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(c["name"], "schema");
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        c["args"],
+        json!([
+            "migrate",
+            "apply",
+            "-c",
+            "file:///config/project.hcl",
+            "--env",
+            "prod"
+        ])
+    );
+    assert_eq!(
+        c["volumeMounts"],
+        json!([{"name": "db-config", "mountPath": "/config/", "readOnly": true}])
+    );
+    assert_eq!(
+        c["resources"],
+        json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}})
+    );
+    assert_eq!(
+        out["spec"]["template"]["spec"]["volumes"][0],
+        json!({"name": "db-config", "secret": {"secretName": "prod-db"}})
+    );
+
+    // Another tool: command and args replace the Atlas defaults.
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/command", r#"["flyway"]"#);
+    annotate(
+        &mut d,
+        "migrations.io/args",
+        r#"["-configFiles=/etc/atlas/flyway.conf","migrate"]"#,
+    );
+    annotate(&mut d, "migrations.io/env", "ignored");
+    let (out, warnings, _) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
+    let c = &out["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(c["command"], json!(["flyway"]));
+    assert_eq!(
+        c["args"],
+        json!(["-configFiles=/etc/atlas/flyway.conf", "migrate"])
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("migrations.io/env has no effect")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn cluster_defaults_apply_and_annotations_override_them() {
+    let config = InjectorConfig {
+        secret: "cluster-db".into(),
+        pull_policy: migration_injector::injection::PullPolicy::IfNotPresent,
+        memory_limit: Some("512Mi".into()),
+        security_context: None,
+        ..InjectorConfig::default()
+    };
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/pull-policy", "Always");
+    let (out, _, _) = apply(Deployment, &d, &config, false).unwrap();
+    let spec = &out["spec"]["template"]["spec"];
+    assert_eq!(spec["volumes"][0]["secret"]["secretName"], "cluster-db");
+    assert_eq!(spec["initContainers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(
+        spec["initContainers"][0]["resources"],
+        json!({"limits": {"memory": "512Mi"}})
+    );
+    assert!(spec["initContainers"][0].get("securityContext").is_none());
+}
+
+#[test]
+fn every_bad_value_is_denied_with_its_message() {
+    let cases = [
+        (
+            "migrations.io/image",
+            "Not An Image",
+            r#"annotation migrations.io/image="Not An Image" is not a valid image reference (expected [registry/]repository[:tag][@digest], repository in lower case); fix: set it to your migrations image, for example ghcr.io/org/migrations:v0.1.2"#,
+        ),
+        (
+            "migrations.io/image",
+            "",
+            r#"annotation migrations.io/image="" must not be empty; fix: set it to your migrations image, for example ghcr.io/org/migrations:v0.1.2"#,
+        ),
+        (
+            "migrations.io/secret",
+            "Bad_Secret",
+            r#"annotation migrations.io/secret="Bad_Secret" must consist of lower-case letters, digits, '-' and '.', each part starting and ending with a letter or digit; fix: use the name of a Secret in the workload's namespace"#,
+        ),
+        (
+            "migrations.io/volume-name",
+            "a.b",
+            r#"annotation migrations.io/volume-name="a.b" must consist of lower-case letters, digits and '-', and start and end with a letter or digit; fix: use a lower-case RFC 1123 name such as "migrate-db""#,
+        ),
+        (
+            "migrations.io/container-name",
+            "",
+            r#"annotation migrations.io/container-name="" must be 1 to 63 characters; fix: use a lower-case RFC 1123 name such as "migrate-db""#,
+        ),
+        (
+            "migrations.io/env",
+            "k 8s",
+            r#"annotation migrations.io/env="k 8s" must not contain whitespace; fix: use the name of an env block of atlas.hcl such as "k8s""#,
+        ),
+        (
+            "migrations.io/mount-path",
+            "etc/atlas",
+            r#"annotation migrations.io/mount-path="etc/atlas" must be an absolute path; fix: use an absolute path such as "/etc/atlas""#,
+        ),
+        (
+            "migrations.io/config-file",
+            "../atlas.hcl",
+            r#"annotation migrations.io/config-file="../atlas.hcl" must not contain '..' or empty path segments; fix: use a file name inside the mount path such as "atlas.hcl""#,
+        ),
+        (
+            "migrations.io/args",
+            "migrate up",
+            r#"annotation migrations.io/args="migrate up" is not a JSON array of strings; fix: write it as JSON, for example ["migrate","up"]"#,
+        ),
+        (
+            "migrations.io/command",
+            "[1]",
+            r#"annotation migrations.io/command="[1]" is not a JSON array of strings; fix: write it as JSON, for example ["migrate","up"]"#,
+        ),
+        (
+            "migrations.io/pull-policy",
+            "always",
+            r#"annotation migrations.io/pull-policy="always" is not an image pull policy; fix: use Always, IfNotPresent or Never"#,
+        ),
+        (
+            "migrations.io/position",
+            "middle",
+            r#"annotation migrations.io/position="middle" is not a position; fix: use "first" or "last""#,
+        ),
+        (
+            "migrations.io/cpu-request",
+            "fast",
+            r#"annotation migrations.io/cpu-request="fast" is not a Kubernetes quantity (examples: 100m, 0.5, 128Mi, 1Gi); fix: use a quantity such as "100m" or "0.5""#,
+        ),
+        (
+            "migrations.io/memory-limit",
+            "-1Gi",
+            r#"annotation migrations.io/memory-limit="-1Gi" must not be negative; fix: use a quantity such as "128Mi" or "1Gi""#,
+        ),
+    ];
+    for (key, value, message) in cases {
+        let mut d = guide_deployment();
+        annotate(&mut d, key, value);
+        assert_eq!(deny(Deployment, &d), message, "for {key}={value:?}");
+    }
+}
+
+#[test]
+fn template_annotations_opt_in_and_workload_wins() {
+    let mut d = guide_deployment();
+    d["metadata"].as_object_mut().unwrap().remove("annotations");
+    d["spec"]["template"]["metadata"]["annotations"] =
+        json!({"migrations.io/image": IMAGE, "migrations.io/env": "template"});
+    let out = create(Deployment, &d);
+    assert_eq!(
+        out["spec"]["template"]["spec"]["initContainers"][0]["args"][5],
+        "template"
+    );
+    let mut d2 = d.clone();
+    d2["metadata"]["annotations"] = json!({"migrations.io/env": "workload"});
+    let out = create(Deployment, &d2);
+    assert_eq!(
+        out["spec"]["template"]["spec"]["initContainers"][0]["args"][5],
+        "workload"
+    );
+    assert_eq!(
+        out["spec"]["template"]["metadata"]["annotations"]["migrations.io/image"],
+        IMAGE
+    );
+}
+
+#[test]
+fn unannotated_objects_and_unpinned_images() {
+    let mut d = guide_deployment();
+    d["metadata"].as_object_mut().unwrap().remove("annotations");
+    let (out, warnings, ops) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
+    assert_eq!((ops, warnings.len()), (0, 0));
+    assert_eq!(out, d);
+
+    for image in ["ghcr.io/repo/migrations", "ghcr.io/repo/migrations:latest"] {
+        let mut d = guide_deployment();
+        annotate(&mut d, "migrations.io/image", image);
+        let (_, warnings, _) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("is not pinned"));
+    }
+}
+
+fn template_of(kind: WorkloadKind, obj: &Value) -> Value {
+    match kind {
+        Pod => obj.clone(),
+        CronJob => obj["spec"]["jobTemplate"]["spec"]["template"].clone(),
+        _ => obj["spec"]["template"].clone(),
+    }
+}
+
+fn workload(kind: WorkloadKind) -> Value {
+    let pod_spec =
+        json!({"containers": [{"name": "app", "image": "app:1"}], "restartPolicy": "OnFailure"});
+    let meta = json!({"name": "w", "annotations": {"migrations.io/image": IMAGE}});
+    let template = json!({"metadata": {"labels": {"app": "w"}}, "spec": pod_spec});
+    match kind {
+        Pod => json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}),
+        // A job template without metadata at all.
+        CronJob => json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta,
+            "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {"spec": pod_spec}}}}}),
+        Job => {
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {"template": template}})
+        }
+        _ => json!({"apiVersion": "apps/v1", "kind": kind.as_str(), "metadata": meta,
+            "spec": {"selector": {"matchLabels": {"app": "w"}}, "template": template}}),
+    }
+}
+
+#[test]
+fn every_kind_is_injected_at_its_own_template() {
+    for kind in [
+        Deployment,
+        StatefulSet,
+        DaemonSet,
+        ReplicaSet,
+        Job,
+        CronJob,
+        Pod,
+    ] {
+        let obj = workload(kind);
+        let out = create(kind, &obj);
+        let t = template_of(kind, &out);
+        assert_eq!(
+            t["spec"]["initContainers"],
+            json!([migrate_container(IMAGE)]),
+            "{kind}"
+        );
+        assert_eq!(t["spec"]["volumes"][0]["name"], "atlas-project", "{kind}");
+        assert_eq!(
+            t["metadata"]["annotations"]["migrations.io/injected"], RECORD,
+            "{kind}"
+        );
+        let (_, _, ops) = apply(kind, &out, &InjectorConfig::default(), true).unwrap();
+        assert_eq!(ops, 0, "{kind}: reinvocation patches");
+        // Removing the opt-in restores the original (minus the annotation).
+        let mut removed = out.clone();
+        removed["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("migrations.io/image");
+        let (restored, _, _) = apply(kind, &removed, &InjectorConfig::default(), false).unwrap();
+        let mut expected = obj.clone();
+        expected["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("migrations.io/image");
+        if kind == Pod {
+            // A Pod's metadata is its template's: the record lived in the same map.
+            assert_eq!(restored["metadata"].get("annotations"), None);
+            expected["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("annotations");
+        }
+        if kind == CronJob {
+            // The template metadata created for the record stays, empty: the same object to
+            // the API server, which omits empty metadata when it stores it.
+            expected["spec"]["jobTemplate"]["spec"]["template"]["metadata"] = json!({});
+        }
+        assert_eq!(restored, expected, "{kind}");
+    }
+}
+
+#[test]
+fn immutable_templates_are_not_patched_on_update() {
+    for kind in [Job, Pod] {
+        let stored = create(kind, &workload(kind));
+        let mut updated = stored.clone();
+        annotate(
+            &mut updated,
+            "migrations.io/image",
+            "ghcr.io/repo/migrations:v9",
+        );
+        let (out, warnings, ops) = apply(kind, &updated, &InjectorConfig::default(), true).unwrap();
+        assert_eq!(ops, 0, "{kind}");
+        assert_eq!(out, updated);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("cannot change after creation")),
+            "{warnings:?}"
+        );
+    }
+}
+
+#[test]
+fn missing_template_spec_is_denied_only_when_opted_in() {
+    let obj = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x", "annotations": {"migrations.io/image": IMAGE}}, "spec": {"template": {}}});
+    assert_eq!(deny(Deployment, &obj), "spec.template.spec is missing; fix: add a pod spec, or remove the migrations.io/image annotation");
+    let obj = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {}});
+    assert_eq!(
+        apply(Deployment, &obj, &InjectorConfig::default(), false)
+            .unwrap()
+            .2,
+        0
+    );
+}
+
+#[test]
+fn allow_list_denial_lists_prefixes() {
+    let config = InjectorConfig {
+        allowed_image_prefixes: vec!["registry.corp/".into()],
+        ..InjectorConfig::default()
+    };
+    match apply(Deployment, &guide_deployment(), &config, false) {
+        Err(e) => assert_eq!(
+            e.to_string(),
+            r#"annotation migrations.io/image="ghcr.io/repo/migrations:v0.1.2" names an image outside the allowed registries; fix: use an image starting with one of: registry.corp/"#
+        ),
+        Ok(_) => panic!("expected a denial"),
+    }
+}
+
+#[test]
+fn a_corrupt_record_is_ignored_with_a_warning() {
+    let mut d = guide_deployment();
+    d["spec"]["template"]["metadata"]["annotations"] = json!({"migrations.io/injected": "garbage"});
+    let (out, warnings, _) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("is not a record")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        out["spec"]["template"]["metadata"]["annotations"]["migrations.io/injected"],
+        RECORD
+    );
+}
