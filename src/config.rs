@@ -164,42 +164,6 @@ pub struct InjectionArgs {
     pub allowed_image_prefixes: Vec<String>,
 }
 
-impl Default for InjectionArgs {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: InjectionArgs,
-        }
-        // Parsing no arguments yields the declared defaults (env vars aside).
-        Wrapper::try_parse_from(["x"])
-            .map(|w| w.args)
-            .unwrap_or_else(|_| unreachable_defaults())
-    }
-}
-
-fn unreachable_defaults() -> InjectionArgs {
-    InjectionArgs {
-        default_secret: "atlas-project".into(),
-        default_volume_name: "atlas-project".into(),
-        default_env: "k8s".into(),
-        default_mount_path: "/etc/atlas".into(),
-        default_config_file: "atlas.hcl".into(),
-        default_args: None,
-        default_command: None,
-        default_pull_policy: "Always".into(),
-        default_container_name: "migrate".into(),
-        default_position: "last".into(),
-        default_cpu_request: None,
-        default_cpu_limit: None,
-        default_memory_request: None,
-        default_memory_limit: None,
-        security_context: DEFAULT_SECURITY_CONTEXT.into(),
-        allowed_image_prefixes: Vec::new(),
-    }
-}
-
 impl InjectionArgs {
     /// Validates every default with the same rules as the annotation it stands for, so a bad
     /// flag fails at start-up instead of on every admission.
@@ -362,33 +326,39 @@ impl InjectionArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: InjectionArgs,
+    }
+
+    fn parse(flags: &[&str]) -> InjectionArgs {
+        Wrapper::try_parse_from(std::iter::once("x").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+    }
 
     #[test]
     fn flag_defaults_equal_the_guide() {
-        assert_eq!(
-            InjectionArgs::default().into_config().unwrap(),
-            InjectorConfig::default()
-        );
+        assert_eq!(parse(&[]).into_config().unwrap(), InjectorConfig::default());
     }
 
     #[test]
     fn bad_flags_name_flag_and_env() {
-        let mut args = InjectionArgs::default();
-        args.default_pull_policy = "Sometimes".into();
+        let args = parse(&["--default-pull-policy", r#"Sometimes"#]);
         let err = args.into_config().unwrap_err().to_string();
         assert!(
             err.contains("--default-pull-policy")
                 && err.contains("MIGRATION_INJECTOR_DEFAULT_PULL_POLICY"),
             "{err}"
         );
-        let mut args = InjectionArgs::default();
-        args.security_context = "[1]".into();
+        let args = parse(&["--security-context", r#"[1]"#]);
         assert!(args.into_config().is_err());
-        let mut args = InjectionArgs::default();
-        args.security_context = "{}".into();
+        let args = parse(&["--security-context", r#"{}"#]);
         assert_eq!(args.into_config().unwrap().security_context, None);
-        let mut args = InjectionArgs::default();
-        args.default_memory_limit = Some("lots".into());
+        let args = parse(&["--default-memory-limit", "lots"]);
         assert!(args.into_config().is_err());
     }
 }

@@ -53,7 +53,8 @@ fn invalid(key: Key, value: &str, problem: &str, fix: impl Into<String>) -> Deni
 
 /// Checks a single-string value by its key's rule.
 pub fn parse_text(key: Key, value: &str) -> Result<&str, Denial> {
-    let (check, fix): (fn(&str) -> Result<(), &'static str>, &str) = match key {
+    type Check = fn(&str) -> Result<(), &'static str>;
+    let (check, fix): (Check, &str) = match key {
         Key::Secret => (
             validate::dns_subdomain,
             "use the name of a Secret in the workload's namespace",

@@ -106,7 +106,8 @@ def main():
     failed = 0
     for expr in exprs:
         try:
-            ok = bool(eval(expr, {"__builtins__": __builtins__}, ns))  # noqa: S307 (test helper)
+            # ns as globals, so that names resolve inside comprehensions too.
+            ok = bool(eval(expr, dict(ns, __builtins__=__builtins__)))  # noqa: S307 (test helper)
             detail = ""
         except Exception as e:  # an assertion helper or a missing key: report, do not crash
             ok, detail = False, f"  ({type(e).__name__}: {e})"

@@ -32,3 +32,4 @@ pub fn deny(kind: WorkloadKind, object: &Value) -> String {
         other => panic!("expected a denial, got {other:?}"),
     }
 }
+pub mod server;

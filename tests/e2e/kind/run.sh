@@ -258,7 +258,7 @@ create_cluster() {
   step "Create kind cluster '$KIND_CLUSTER'"
   local args=(kind create cluster --name "$KIND_CLUSTER" --config "$KIND_CONFIG" --wait 120s)
   [[ -n "$KIND_NODE_IMAGE" ]] && args+=(--image "$KIND_NODE_IMAGE")
-  if ((DRY_RUN == 0)) && kind get clusters 2>/dev/null | grep -qx -- "$KIND_CLUSTER"; then
+  if ((DRY_RUN == 0)) && kind get clusters 2>/dev/null | grep -x -- "$KIND_CLUSTER" >/dev/null; then
     info "kind cluster $KIND_CLUSTER already exists: reusing it (it will not be deleted)"
   else
     CLUSTER_CREATED=1
@@ -318,12 +318,13 @@ install_webhook() {
     show "${get[@]}"
     info "  then, for each Deployment: ${KUBECTL[*]} -n <namespace> rollout status deployment/<name> --timeout=${TIMEOUT}s"
     if ((DRY_RUN == 0)); then
-      local ns name found=0
+      local deployments ns name found=0
+      deployments="$("${get[@]}")"
       while IFS=/ read -r ns name; do
         [[ -n "$name" ]] || continue
         found=1
         run "${KUBECTL[@]}" -n "${ns:-default}" rollout status "deployment/$name" --timeout="${TIMEOUT}s"
-      done < <("${get[@]}")
+      done <<<"$deployments"
       ((found)) || die "$INSTALL_MANIFEST declares no Deployment"
     fi
   fi
@@ -349,7 +350,7 @@ deploy_database() {
 
 create_secret() {
   step "Create Secret atlas-project (atlas.hcl, env \"k8s\" -> postgres.$APP_NAMESPACE.svc)"
-  local hcl
+  local hcl line
   hcl="env \"k8s\" {
   url = \"postgres://postgres:pass@postgres.$APP_NAMESPACE.svc:5432/app?sslmode=disable\"
   migration {

@@ -1,0 +1,349 @@
+//! The real HTTPS server on loopback, spoken to over TLS trusting only its test CA, with
+//! AdmissionReviews captured from kube-apiserver v1.20.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use migration_injector::config::InjectorConfig;
+use migration_injector::server::Limits;
+use serde_json::{json, Value};
+use support::server::TestServer;
+
+const CREATE: &str = include_str!("fixtures/create-deployment.json");
+const UPDATE: &str = include_str!("fixtures/update-deployment.json");
+const SCALE: &str = include_str!("fixtures/update-deployment-scale.json");
+const POD: &str = include_str!("fixtures/create-pod.json");
+
+async fn post(server: &TestServer, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let r = server
+        .client()
+        .post(server.url("/mutate?timeout=10s"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    (status, r.json().await.unwrap())
+}
+
+fn decode_patch(response: &Value) -> json_patch::Patch {
+    assert_eq!(response["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(
+            response["patch"]
+                .as_str()
+                .expect("patch is a base64 string"),
+        )
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn create_is_patched_and_uid_echoed() {
+    let server = TestServer::start(InjectorConfig::default(), Limits::default()).await;
+    let (status, review) = post(&server, CREATE).await;
+    assert_eq!(status, 200);
+    let request: Value = serde_json::from_str(CREATE).unwrap();
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    let response = &review["response"];
+    assert_eq!(response["uid"], request["request"]["uid"]);
+    assert_eq!(response["allowed"], true);
+    let mut object = request["request"]["object"].clone();
+    json_patch::patch(&mut object, &decode_patch(response)).unwrap();
+    let spec = &object["spec"]["template"]["spec"];
+    assert_eq!(spec["initContainers"][0]["name"], "migrate");
+    assert_eq!(
+        spec["initContainers"][0]["image"],
+        "ghcr.io/repo/migrations:v0.1.2"
+    );
+    assert_eq!(spec["volumes"][0]["secret"]["secretName"], "atlas-project");
+    // Everything the API server sent is still there.
+    assert_eq!(
+        object["metadata"]["managedFields"],
+        request["request"]["object"]["metadata"]["managedFields"]
+    );
+    assert_eq!(
+        spec["containers"],
+        request["request"]["object"]["spec"]["template"]["spec"]["containers"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn update_and_pod_and_subresource() {
+    let server = TestServer::start(InjectorConfig::default(), Limits::default()).await;
+    let (_, review) = post(&server, UPDATE).await;
+    let mut object: Value =
+        serde_json::from_str::<Value>(UPDATE).unwrap()["request"]["object"].clone();
+    json_patch::patch(&mut object, &decode_patch(&review["response"])).unwrap();
+    assert_eq!(
+        object["spec"]["template"]["spec"]["initContainers"][0]["image"],
+        "ghcr.io/repo/migrations:v0.2.0"
+    );
+
+    let (_, review) = post(&server, POD).await;
+    let mut pod: Value = serde_json::from_str::<Value>(POD).unwrap()["request"]["object"].clone();
+    json_patch::patch(&mut pod, &decode_patch(&review["response"])).unwrap();
+    assert_eq!(pod["spec"]["initContainers"][0]["name"], "migrate");
+    assert_eq!(
+        pod["metadata"]["annotations"]["migrations.io/injected"],
+        r#"{"initContainer":"migrate","volume":"atlas-project"}"#
+    );
+
+    let (status, review) = post(&server, SCALE).await;
+    assert_eq!(status, 200);
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(review["response"].get("patch").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn denial_is_a_200_review_with_the_message() {
+    let server = TestServer::start(InjectorConfig::default(), Limits::default()).await;
+    let mut request: Value = serde_json::from_str(CREATE).unwrap();
+    request["request"]["object"]["metadata"]["annotations"]["migrations.io/position"] =
+        json!("middle");
+    let (status, review) = post(&server, request.to_string()).await;
+    assert_eq!(status, 200);
+    let response = &review["response"];
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["uid"], request["request"]["uid"]);
+    assert_eq!(response["status"]["code"], 400);
+    assert_eq!(
+        response["status"]["message"],
+        r#"annotation migrations.io/position="middle" is not a position; fix: use "first" or "last""#
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unannotated_and_unknown_kinds_pass_without_patch() {
+    let server = TestServer::start(InjectorConfig::default(), Limits::default()).await;
+    let mut request: Value = serde_json::from_str(CREATE).unwrap();
+    request["request"]["object"]["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("migrations.io/image");
+    let (_, review) = post(&server, request.to_string()).await;
+    assert_eq!(
+        review["response"],
+        json!({"uid": request["request"]["uid"], "allowed": true})
+    );
+    let mut other: Value = serde_json::from_str(CREATE).unwrap();
+    other["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    let (_, review) = post(&server, other.to_string()).await;
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(review["response"].get("patch").is_none());
+    // dryRun requests are mutated the same way.
+    let mut dry: Value = serde_json::from_str(CREATE).unwrap();
+    dry["request"]["dryRun"] = json!(true);
+    let (_, review) = post(&server, dry.to_string()).await;
+    assert!(review["response"]["patch"].is_string());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_never_500() {
+    let server = TestServer::start(
+        InjectorConfig::default(),
+        Limits {
+            max_body_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let client = server.client();
+
+    let (status, body) = post(&server, "{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an AdmissionReview"),
+        "{body}"
+    );
+
+    // A readable uid but a broken request: answered in-band so the API server shows why.
+    let (status, body) = post(&server, r#"{"request":{"uid":"u-1","operation":"BOGUS"}}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["uid"], "u-1");
+    assert_eq!(body["response"]["allowed"], false);
+    assert!(body["response"]["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be decoded"));
+
+    // An object of a supported kind that is not valid for it.
+    let mut request: Value = serde_json::from_str(CREATE).unwrap();
+    request["request"]["object"]["spec"]["template"]["spec"]["initContainers"] = json!("nope");
+    let (status, body) = post(&server, request.to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], false);
+
+    let r = client
+        .post(server.url("/mutate"))
+        .header("content-type", "text/plain")
+        .body(CREATE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+
+    let r = client.get(server.url("/mutate")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = client.get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100 * 1024));
+    let (status, body) = post(&server, big.clone()).await;
+    assert_eq!(status, 413);
+    assert!(body["error"].as_str().unwrap().contains("exceeds"));
+    // Without a Content-Length (chunked), the limit still holds while reading.
+    let stream = futures_stream(big);
+    let r = client
+        .post(server.url("/mutate"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    server.stop().await;
+}
+
+fn futures_stream(s: String) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = s
+        .into_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    futures_util::stream::iter(chunks)
+}
+
+#[tokio::test]
+async fn admin_endpoints_and_tls_versions() {
+    let server = TestServer::start(InjectorConfig::default(), Limits::default()).await;
+    let admin = reqwest::Client::new();
+    let base = format!("http://{}", server.admin);
+    assert_eq!(
+        admin
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        admin
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    post(&server, CREATE).await;
+    let metrics = admin
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(r#"migration_injector_admission_requests_total{kind="Deployment",operation="CREATE",verdict="mutated"}"#), "{metrics}");
+    assert!(metrics.contains("migration_injector_serving_certificate_not_after_seconds"));
+
+    // TLS 1.2 is accepted as well as 1.3.
+    let tls12 = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(server.ca.cert_pem().as_bytes()).unwrap(),
+        )
+        .resolve("localhost", server.addr)
+        .use_rustls_tls()
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    let r = tls12
+        .post(server.url("/mutate"))
+        .header("content-type", "application/json")
+        .body(CREATE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A client that does not trust the CA is refused.
+    let stranger = reqwest::Client::builder()
+        .use_rustls_tls()
+        .resolve("localhost", server.addr)
+        .build()
+        .unwrap();
+    assert!(stranger
+        .post(server.url("/mutate"))
+        .body(CREATE)
+        .send()
+        .await
+        .is_err());
+
+    server
+        .state
+        .accepting
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        admin
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let server = TestServer::start(InjectorConfig::default(), Limits::default()).await;
+    let client = server.client();
+    // A request whose body arrives slowly is in flight when shutdown starts.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let url = server.url("/mutate");
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+    });
+    tx.send(Ok(CREATE.as_bytes()[..100].to_vec()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No new connections once shutdown has begun.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    tx.send(Ok(CREATE.as_bytes()[100..].to_vec()))
+        .await
+        .unwrap();
+    drop(tx);
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let review: Value = response.json().await.unwrap();
+    assert!(review["response"]["patch"].is_string());
+    stopping.await.unwrap();
+}
