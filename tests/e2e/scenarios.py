@@ -1,0 +1,377 @@
+"""Scenarios against a real kube-apiserver. Every assertion reads back what the API server
+stored (or returned for a server-side dry run), never the webhook's own output.
+
+Run by tests/e2e/run.sh, which provides E2E_* environment variables and KUBECONFIG."""
+
+import base64
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+WORK = os.environ["E2E_WORK"]
+BIN = os.environ["E2E_BIN"]
+REPO = os.environ["E2E_REPO"]
+PORT = int(os.environ["E2E_WEBHOOK_PORT"])
+ADMIN = int(os.environ["E2E_ADMIN_PORT"])
+CA_BUNDLE = open(os.path.join(WORK, "cabundle")).read().strip()
+IMAGE = "ghcr.io/repo/migrations:v0.1.2"
+GUIDE_ARGS = ["migrate", "apply", "-c", "file:///etc/atlas/atlas.hcl", "--env", "k8s"]
+FAILED = []
+
+
+def kubectl(*args, input=None, check=True):
+    p = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {p.stderr.strip()}")
+    return p
+
+
+def apply(obj, *flags, ns="default", check=True):
+    return kubectl("apply", "-n", ns, "-f", "-", *flags, input=json.dumps(obj), check=check)
+
+
+def get(kind, name, ns="default"):
+    return json.loads(kubectl("get", kind, name, "-n", ns, "-o", "json").stdout)
+
+
+def exists(kind, name, ns="default"):
+    return kubectl("get", kind, name, "-n", ns, check=False).returncode == 0
+
+
+def eq(actual, expected, what):
+    if actual != expected:
+        raise AssertionError(f"{what}:\n  expected {json.dumps(expected)}\n  actual   {json.dumps(actual)}")
+
+
+class Webhook:
+    """The webhook process: `migration-injector serve` with the generated certificate."""
+
+    def __init__(self):
+        self.proc = None
+
+    def start(self):
+        log = open(os.path.join(WORK, "webhook.log"), "a")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", f"127.0.0.1:{PORT}", "--admin-listen", f"127.0.0.1:{ADMIN}",
+             "--tls-cert-file", f"{WORK}/certs/tls.crt", "--tls-key-file", f"{WORK}/certs/tls.key",
+             "--shutdown-grace-seconds", "5"],
+            stdout=log, stderr=log)
+        open(os.path.join(WORK, "webhook.pid"), "w").write(str(self.proc.pid))
+        for _ in range(100):
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/readyz", timeout=1).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("webhook did not become ready")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=15)
+        eq(rc, 0, "webhook exit code after SIGTERM")
+
+
+def webhook_configuration():
+    def rule(groups, versions, resources):
+        return {"apiGroups": groups, "apiVersions": versions, "operations": ["CREATE", "UPDATE"],
+                "resources": resources, "scope": "Namespaced"}
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "migration-injector-e2e"},
+        "webhooks": [{
+            "name": "inject.migrations.io",
+            "clientConfig": {"url": f"https://127.0.0.1:{PORT}/mutate", "caBundle": CA_BUNDLE},
+            "rules": [rule(["apps"], ["v1"], ["deployments", "statefulsets", "daemonsets", "replicasets"]),
+                      rule(["batch"], ["v1", "v1beta1"], ["jobs", "cronjobs"]),
+                      rule([""], ["v1"], ["pods"])],
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "migrations.io/injection", "operator": "NotIn", "values": ["disabled"]}]},
+            "failurePolicy": "Fail", "sideEffects": "None", "reinvocationPolicy": "IfNeeded",
+            "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+        }],
+    }
+
+
+def guide_deployment(name="nginx-deployment", annotations=None):
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name},
+                     "annotations": {"migrations.io/image": IMAGE, **(annotations or {})}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "nginx", "image": "nginx:1.14.2",
+                                                       "ports": [{"containerPort": 80}]}]}}},
+    }
+
+
+def init_named(spec, name):
+    return [c for c in spec.get("initContainers", []) if c["name"] == name]
+
+
+def check_guide_injection(spec, image=IMAGE):
+    migrate = init_named(spec, "migrate")
+    eq(len(migrate), 1, "one migrate init container")
+    c = migrate[0]
+    eq(c["image"], image, "image")
+    eq(c["imagePullPolicy"], "Always", "imagePullPolicy")
+    eq(c["args"], GUIDE_ARGS, "args")
+    eq(c["volumeMounts"], [{"name": "atlas-project", "mountPath": "/etc/atlas", "readOnly": True}], "mount")
+    # The API server's defaults were applied on top of the patch.
+    eq(c["terminationMessagePath"], "/dev/termination-log", "defaulted terminationMessagePath")
+    eq(c["securityContext"]["capabilities"], {"drop": ["ALL"]}, "restricted securityContext")
+    vols = [v for v in spec.get("volumes", []) if v["name"] == "atlas-project"]
+    eq(vols, [{"name": "atlas-project", "secret": {"secretName": "atlas-project", "defaultMode": 420}}], "volume")
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+def s1_guide_deployment():
+    apply(guide_deployment())
+    d = get("deployment", "nginx-deployment")
+    check_guide_injection(d["spec"]["template"]["spec"])
+    eq([c["name"] for c in d["spec"]["template"]["spec"]["containers"]], ["nginx"], "app containers")
+
+
+def s2_create_deployment_and_existing_init():
+    created = json.loads(kubectl("create", "deployment", "plain", "--image=nginx:1.25",
+                                 "--dry-run=client", "-o", "json").stdout)
+    created["metadata"]["annotations"] = {"migrations.io/image": IMAGE}
+    apply(created)
+    spec = get("deployment", "plain")["spec"]["template"]["spec"]
+    check_guide_injection(spec)
+    eq([c["name"] for c in spec["initContainers"]], ["migrate"], "only migrate")
+
+    d = guide_deployment("with-init")
+    t = d["spec"]["template"]["spec"]
+    t["initContainers"] = [{"name": "wait-for-db", "image": "busybox:1.36", "command": ["sh", "-c", "true"]}]
+    t["volumes"] = [{"name": "cache", "emptyDir": {}}]
+    apply(d)
+    spec = get("deployment", "with-init")["spec"]["template"]["spec"]
+    eq([c["name"] for c in spec["initContainers"]], ["wait-for-db", "migrate"], "init order")
+    eq([v["name"] for v in spec["volumes"]], ["cache", "atlas-project"], "volumes")
+    check_guide_injection(spec)
+
+
+def s3_updates():
+    d = guide_deployment("upd")
+    apply(d)
+    first = get("deployment", "upd")
+    # Same manifest again: nothing changes, nothing duplicates.
+    apply(d)
+    again = get("deployment", "upd")
+    eq(again["metadata"]["generation"], first["metadata"]["generation"], "generation after re-apply")
+    eq(again["spec"], first["spec"], "spec after re-apply")
+    # Image change: the injected container follows.
+    d2 = copy.deepcopy(d)
+    d2["metadata"]["annotations"]["migrations.io/image"] = "ghcr.io/repo/migrations:v0.2.0"
+    apply(d2)
+    spec = get("deployment", "upd")["spec"]["template"]["spec"]
+    check_guide_injection(spec, "ghcr.io/repo/migrations:v0.2.0")
+    # kubectl annotate (an UPDATE that does not come from apply) as well.
+    kubectl("annotate", "deployment", "upd", "migrations.io/env=prod", "--overwrite")
+    spec = get("deployment", "upd")["spec"]["template"]["spec"]
+    eq(init_named(spec, "migrate")[0]["args"][-1], "prod", "env after annotate")
+    kubectl("annotate", "deployment", "upd", "migrations.io/env-")
+    # Opt-out: exactly the injected parts disappear.
+    d3 = copy.deepcopy(d)
+    del d3["metadata"]["annotations"]
+    apply(d3)
+    out = get("deployment", "upd")
+    spec = out["spec"]["template"]["spec"]
+    eq(spec.get("initContainers"), None, "initContainers after opt-out")
+    eq(spec.get("volumes"), None, "volumes after opt-out")
+    eq(out["spec"]["template"]["metadata"].get("annotations"), None, "template annotations after opt-out")
+    eq([c["name"] for c in spec["containers"]], ["nginx"], "user containers kept")
+
+
+def s4_overrides_and_kinds():
+    overrides = {
+        "migrations.io/secret": "prod-db", "migrations.io/volume-name": "db-config",
+        "migrations.io/env": "prod", "migrations.io/mount-path": "/config",
+        "migrations.io/config-file": "project.hcl", "migrations.io/pull-policy": "IfNotPresent",
+        "migrations.io/container-name": "schema", "migrations.io/position": "first",
+        "migrations.io/cpu-request": "0.1", "migrations.io/cpu-limit": "1",
+        "migrations.io/memory-request": "64Mi", "migrations.io/memory-limit": "256Mi",
+    }
+    d = guide_deployment("overrides", overrides)
+    d["spec"]["template"]["spec"]["initContainers"] = [{"name": "wait", "image": "busybox:1.36"}]
+    apply(d)
+    spec = get("deployment", "overrides")["spec"]["template"]["spec"]
+    c = spec["initContainers"][0]
+    eq(c["name"], "schema", "container-name + position first")
+    eq(c["imagePullPolicy"], "IfNotPresent", "pull-policy")
+    eq(c["args"], ["migrate", "apply", "-c", "file:///config/project.hcl", "--env", "prod"], "args")
+    eq(c["resources"], {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}, "resources")
+    eq(c["volumeMounts"][0]["name"], "db-config", "volume-name")
+    eq([v for v in spec["volumes"] if v["name"] == "db-config"][0]["secret"]["secretName"], "prod-db", "secret")
+    # The API server canonicalised 0.1 to 100m; re-applying must not fight it.
+    gen = get("deployment", "overrides")["metadata"]["generation"]
+    apply(d)
+    eq(get("deployment", "overrides")["metadata"]["generation"], gen, "generation after re-apply with quantities")
+
+    d = guide_deployment("flyway", {"migrations.io/command": '["flyway"]', "migrations.io/args": '["migrate"]'})
+    apply(d)
+    c = init_named(get("deployment", "flyway")["spec"]["template"]["spec"], "migrate")[0]
+    eq((c["command"], c["args"]), (["flyway"], ["migrate"]), "command/args")
+
+    pod_spec = {"containers": [{"name": "app", "image": "app:1"}]}
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet",
+           "metadata": {"name": "sts", "annotations": {"migrations.io/image": IMAGE}},
+           "spec": {"serviceName": "sts", "selector": {"matchLabels": {"app": "sts"}},
+                    "template": {"metadata": {"labels": {"app": "sts"}}, "spec": pod_spec}}}
+    apply(sts)
+    check_guide_injection(get("statefulset", "sts")["spec"]["template"]["spec"])
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "job", "annotations": {"migrations.io/image": IMAGE}},
+           "spec": {"template": {"spec": {**pod_spec, "restartPolicy": "Never"}}}}
+    apply(job)
+    check_guide_injection(get("job", "job")["spec"]["template"]["spec"])
+    # Job templates are immutable: a later annotation change is allowed, with a warning, unpatched.
+    p = kubectl("annotate", "job", "job", "migrations.io/image=ghcr.io/repo/migrations:v9", "--overwrite")
+    if "cannot change after creation" not in p.stderr:
+        raise AssertionError(f"expected a warning on Job update, got {p.stderr!r}")
+    check_guide_injection(get("job", "job")["spec"]["template"]["spec"])
+    cron = {"apiVersion": "batch/v1beta1", "kind": "CronJob",
+            "metadata": {"name": "cron", "annotations": {"migrations.io/image": IMAGE}},
+            "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": {
+                "spec": {**pod_spec, "restartPolicy": "OnFailure"}}}}}}
+    apply(cron)
+    check_guide_injection(get("cronjob", "cron")["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet",
+          "metadata": {"name": "ds", "annotations": {"migrations.io/image": IMAGE}},
+          "spec": {"selector": {"matchLabels": {"app": "ds"}},
+                   "template": {"metadata": {"labels": {"app": "ds"}}, "spec": pod_spec}}}
+    apply(ds)
+    check_guide_injection(get("daemonset", "ds")["spec"]["template"]["spec"])
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "pod", "annotations": {"migrations.io/image": IMAGE}}, "spec": pod_spec}
+    apply(pod)
+    check_guide_injection(get("pod", "pod")["spec"])
+
+
+def s5_bad_annotations():
+    cases = [
+        ({"migrations.io/pull-policy": "Sometimes"},
+         'annotation migrations.io/pull-policy="Sometimes" is not an image pull policy; fix: use Always, IfNotPresent or Never'),
+        ({"migrations.io/image": "Not An Image"}, 'annotation migrations.io/image="Not An Image" is not a valid image reference'),
+        ({"migrations.io/args": "migrate up"}, 'annotation migrations.io/args="migrate up" is not a JSON array of strings'),
+    ]
+    for i, (ann, message) in enumerate(cases):
+        name = f"bad-{i}"
+        p = apply(guide_deployment(name, ann), check=False)
+        if p.returncode == 0 or message not in p.stderr:
+            raise AssertionError(f"expected refusal with {message!r}, got rc={p.returncode} {p.stderr!r}")
+        if exists("deployment", name):
+            raise AssertionError(f"{name} was stored despite the denial")
+    d = guide_deployment("clash")
+    d["spec"]["template"]["spec"]["initContainers"] = [{"name": "migrate", "image": "mine:1"}]
+    p = apply(d, check=False)
+    if p.returncode == 0 or "migrations.io/container-name" not in p.stderr:
+        raise AssertionError(f"expected clash denial, got {p.stderr!r}")
+
+
+def s6_dry_run_and_server_side():
+    p = apply(guide_deployment("dry"), "--dry-run=server", "-o", "json")
+    check_guide_injection(json.loads(p.stdout)["spec"]["template"]["spec"])
+    if exists("deployment", "dry"):
+        raise AssertionError("dry-run stored the object")
+    apply(guide_deployment("ssa"), "--server-side", "--field-manager=e2e")
+    check_guide_injection(get("deployment", "ssa")["spec"]["template"]["spec"])
+    apply(guide_deployment("ssa"), "--server-side", "--field-manager=e2e")
+    spec = get("deployment", "ssa")["spec"]["template"]["spec"]
+    eq(len(spec["initContainers"]), 1, "no duplicate after second server-side apply")
+
+
+def s7_unannotated_unchanged():
+    kubectl("create", "namespace", "opted-out")
+    kubectl("label", "namespace", "opted-out", "migrations.io/injection=disabled")
+    d = guide_deployment("plain-app")
+    del d["metadata"]["annotations"]
+    d["spec"]["template"]["spec"]["initContainers"] = [{"name": "wait", "image": "busybox:1.36"}]
+    apply(d)
+    apply(d, ns="opted-out")
+    a = kubectl("get", "deployment", "plain-app", "-o", "json").stdout
+    b = kubectl("get", "deployment", "plain-app", "-n", "opted-out", "-o", "json").stdout
+    eq(json.dumps(json.loads(a)["spec"], sort_keys=True), json.dumps(json.loads(b)["spec"], sort_keys=True),
+       "spec through the webhook vs. without it")
+
+
+def s8_webhook_down(webhook):
+    webhook.stop()
+    p = apply(guide_deployment("while-down"), check=False)
+    if p.returncode == 0 or "failed calling webhook" not in p.stderr:
+        raise AssertionError(f"expected the API server's webhook failure, got rc={p.returncode} {p.stderr!r}")
+    webhook.start()
+    apply(guide_deployment("while-down"))
+    check_guide_injection(get("deployment", "while-down")["spec"]["template"]["spec"])
+
+
+def s9_kind_manifests_valid():
+    kind_dir = os.path.join(REPO, "tests", "e2e", "kind", "manifests")
+    if not os.path.isdir(kind_dir):
+        raise AssertionError(f"{kind_dir} is missing")
+    kubectl("create", "namespace", "kind-manifests")
+    for f in sorted(os.listdir(kind_dir)):
+        if f.endswith((".yaml", ".yml")):
+            kubectl("apply", "-n", "kind-manifests", "--dry-run=server", "-f", os.path.join(kind_dir, f))
+
+
+def s10_helm_chart_url_mode():
+    render = os.path.join(REPO, "tests", "helm", "render-for-apiserver.sh")
+    if not os.path.exists(render):
+        raise AssertionError(f"{render} is missing")
+    out = os.path.join(WORK, "chart.yaml")
+    subprocess.run([render, out, "--set", f"webhook.url=https://127.0.0.1:{PORT}/mutate",
+                    "--set", f"webhook.caBundle={CA_BUNDLE}"], check=True, capture_output=True)
+    kubectl("create", "namespace", "migration-injector", check=False)
+    # Every object the chart renders is validated by the API server, then really installed.
+    kubectl("apply", "-n", "migration-injector", "--dry-run=server", "-f", out)
+    kubectl("delete", "mutatingwebhookconfiguration", "migration-injector-e2e")
+    kubectl("apply", "-n", "migration-injector", "-f", out)
+    time.sleep(1)
+    apply(guide_deployment("via-chart"))
+    check_guide_injection(get("deployment", "via-chart")["spec"]["template"]["spec"])
+
+
+def main():
+    webhook = Webhook()
+    webhook.start()
+    kubectl("apply", "-f", "-", input=json.dumps(webhook_configuration()))
+    time.sleep(1)  # the API server picks up new webhook configurations asynchronously
+    scenarios = [
+        ("1 guide Deployment", s1_guide_deployment),
+        ("2 kubectl create deployment; existing init containers and volumes", s2_create_deployment_and_existing_init),
+        ("3 UPDATE: image change, re-apply, opt-out", s3_updates),
+        ("4 every override; StatefulSet, Job, CronJob, DaemonSet, Pod", s4_overrides_and_kinds),
+        ("5 bad annotations are refused and nothing is stored", s5_bad_annotations),
+        ("6 --dry-run=server and --server-side", s6_dry_run_and_server_side),
+        ("7 unannotated Deployments are stored unchanged", s7_unannotated_unchanged),
+        ("8 webhook down with failurePolicy Fail, then back", lambda: s8_webhook_down(webhook)),
+        ("9 kind e2e manifests pass server-side validation", s9_kind_manifests_valid),
+        ("10 Helm chart (url mode) installs and mutates", s10_helm_chart_url_mode),
+    ]
+    only = os.environ.get("E2E_ONLY")
+    for title, fn in scenarios:
+        if only and not title.startswith(only + " "):
+            continue
+        start = time.time()
+        try:
+            fn()
+            print(f"ok   {title} ({time.time() - start:.1f}s)")
+        except Exception as e:  # report every scenario, then fail
+            FAILED.append(title)
+            print(f"FAIL {title}: {e}")
+    webhook.stop()
+    if FAILED:
+        print(f"{len(FAILED)} e2e scenario(s) failed")
+        sys.exit(1)
+    print("all e2e scenarios passed")
+
+
+if __name__ == "__main__":
+    main()
