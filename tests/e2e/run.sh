@@ -36,8 +36,10 @@ ETCD_PORT=$(free_port); API_PORT=$(free_port)
 export ETCD_PORT API_PORT
 cleanup() {
   local rc=$?
-  [ -f "$work/pids" ] && kill $(cat "$work/pids") 2>/dev/null || true
-  [ -f "$work/webhook.pid" ] && kill "$(cat "$work/webhook.pid")" 2>/dev/null || true
+  local pid
+  cat "$work/pids" "$work/webhook.pid" 2>/dev/null | while read -r pid; do
+    kill "$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   if [ $rc -ne 0 ]; then
     echo "--- e2e failed; last lines of the logs (kept in $work) ---" >&2

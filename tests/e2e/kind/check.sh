@@ -9,7 +9,9 @@
 # With --full (or CHECK_FULL=1) also, using Debian packages only:
 #   6. run.sh's SQL assertions against a real PostgreSQL after applying the migrations
 #   7. the manifests (`kubectl apply --dry-run=server`) and run.sh's kubectl assertions against a
-#      real Kubernetes v1.20 kube-apiserver (built by tests/e2e/build-kube-apiserver.sh, cached)
+#      real Kubernetes v1.20 kube-apiserver (built by tests/e2e/build-kube-apiserver.sh, cached),
+#      on the output of a built `migration-injector inject` when there is one (MIGRATION_INJECTOR_BIN
+#      or target/{release,debug}/migration-injector; this script builds nothing)
 # Usage: tests/e2e/kind/check.sh [--full]        Exit status: 0 when every check passed.
 set -euo pipefail
 
@@ -22,7 +24,7 @@ FULL="${CHECK_FULL:-0}"
 for arg in "$@"; do
   case "$arg" in
     --full) FULL=1 ;;
-    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -379,8 +381,33 @@ full_apiserver() {
       fail "manifests/$f rejected by kube-apiserver v1.20: $out"
     fi
   done
-  # What the webhook should produce, created directly (there is no webhook, kubelet or controller here).
-  python3 testdata/fixtures.py migrations-demo-good | "${k[@]}" -n "$ns" apply -f - >/dev/null
+  # What the webhook makes of app.yaml, created directly (there is no webhook, kubelet or controller
+  # here): the real mutation when a built binary is at hand (`migration-injector inject`, the
+  # webhook's own code), else the spec's shape built by testdata/fixtures.py.
+  local injector="${MIGRATION_INJECTOR_BIN:-}" mutated=()
+  if [[ -z "$injector" ]]; then
+    for injector in "$REPO/target/release/migration-injector" "$REPO/target/debug/migration-injector" ""; do
+      [[ -x "$injector" ]] && break
+    done
+  fi
+  if [[ -n "$injector" ]]; then
+    if "$injector" inject -f manifests/app.yaml >"$TMP/mutated.yaml" 2>"$TMP/inject.err"; then
+      pass "migration-injector inject -f manifests/app.yaml ($injector)"
+      mutated=(--mutated "$TMP/mutated.yaml")
+      if "$injector" inject -f "$TMP/mutated.yaml" >"$TMP/mutated2.yaml" 2>/dev/null &&
+        python3 -c 'import sys, yaml; a, b = (list(yaml.safe_load_all(open(f))) for f in sys.argv[1:]); sys.exit(a != b)' \
+          "$TMP/mutated.yaml" "$TMP/mutated2.yaml"; then
+        pass "injecting into the injected Deployment changes nothing (what the restart step relies on)"
+      else
+        fail "injecting into the injected Deployment changes it"
+      fi
+    else
+      fail "migration-injector inject -f manifests/app.yaml: $(cat "$TMP/inject.err")"
+    fi
+  else
+    echo "  (no built migration-injector binary: using the spec's shape from testdata/fixtures.py)"
+  fi
+  python3 testdata/fixtures.py migrations-demo-good "${mutated[@]}" | "${k[@]}" -n "$ns" apply -f - >/dev/null
   "${k[@]}" -n "$ns" patch pod migrations-demo-good --subresource=status --type=merge -p \
     '{"status":{"initContainerStatuses":[{"name":"migrate","image":"migrations:e2e","imageID":"","ready":true,"restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed"}}}]}}' >/dev/null
   local lib=(env RUN_SH_SOURCE_ONLY=1 APP_NAMESPACE="$ns" KC="$kc")
@@ -406,7 +433,7 @@ full_apiserver() {
     fail "run.sh assert_not_annotated"; sed 's/^/    | /' "$TMP/plain.out"
   fi
   sleep 1.1 # creationTimestamp has one-second resolution; the next pod must be the newest
-  python3 testdata/fixtures.py migrations-demo-bad --no-security-context |
+  python3 testdata/fixtures.py migrations-demo-bad --no-security-context "${mutated[@]}" |
     "${k[@]}" -n "$ns" apply -f - >/dev/null
   # shellcheck disable=SC2016
   if "${lib[@]}" bash -c "$prelude"'[[ $POD == migrations-demo-bad ]] || exit 99; assert_injection' >"$TMP/bad.out" 2>&1; then

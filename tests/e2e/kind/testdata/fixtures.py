@@ -3,7 +3,9 @@
 init container, volume and securityContext, and one Pod of it (check.sh --full creates these in a
 bare kube-apiserver to test run.sh's assertions against real kubectl output).
 
-Usage: fixtures.py POD_NAME [--no-security-context]
+Usage: fixtures.py POD_NAME [--no-security-context] [--mutated FILE]
+  --mutated FILE  take the mutated Deployment from FILE (e.g. `migration-injector inject -f
+                  manifests/app.yaml` output) instead of building it here from the spec
 """
 import copy
 import pathlib
@@ -28,6 +30,14 @@ def main(argv):
         return 2
     pod_name = argv[0]
     with_sc = "--no-security-context" not in argv[1:]
+    if "--mutated" in argv[1:]:
+        mutated = pathlib.Path(argv[argv.index("--mutated") + 1])
+        dep = next(d for d in yaml.safe_load_all(mutated.read_text()) if d and d.get("kind") == "Deployment")
+        spec = dep["spec"]["template"]["spec"]
+        if not with_sc:
+            for c in spec.get("initContainers", []):
+                c.pop("securityContext", None)
+        return emit(dep, pod_name)
     dep = yaml.safe_load((HERE / "manifests" / "app.yaml").read_text())
     ann = dep["metadata"]["annotations"]
     init = {
@@ -42,6 +52,11 @@ def main(argv):
     spec = dep["spec"]["template"]["spec"]
     spec["volumes"] = [{"name": "atlas-project", "secret": {"secretName": "atlas-project"}}]
     spec["initContainers"] = [init]
+    return emit(dep, pod_name)
+
+
+def emit(dep, pod_name):
+    spec = dep["spec"]["template"]["spec"]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",

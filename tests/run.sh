@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit/integration/property tests,
+# Helm chart tests, kind-script checks, and the e2e against a real kube-apiserver.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+step "unit, integration and property tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast
+else
+  cargo test --no-fail-fast
+fi
+step "shellcheck"
+command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null
+git ls-files '*.sh' | xargs shellcheck
+step "Helm chart"
+tests/helm/test-chart.sh
+step "kind e2e (checks that run without Docker)"
+tests/e2e/kind/check.sh
+step "e2e against a real kube-apiserver"
+tests/e2e/run.sh
+printf '\nAll tests passed.\n'
