@@ -37,7 +37,7 @@ export ETCD_PORT API_PORT
 cleanup() {
   local rc=$?
   local pid
-  cat "$work/pids" "$work/webhook.pid" 2>/dev/null | while read -r pid; do
+  cat "$work/pids" "$work/webhook.pid" 2>/dev/null | while read -r pid || [ -n "$pid" ]; do
     kill "$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
