@@ -12,15 +12,19 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::config::InjectorConfig;
-use crate::mutation::{mutate, MutationError};
-use crate::workload::WorkloadKind;
+use crate::mutation::{mutate, mutate_view, Mutation, MutationError};
+use crate::workload::{ObjectView, WorkloadKind};
 
+/// The review, with the object decoded as `O`: first as an [`ObjectView`] in the same pass
+/// (the fast path), and only if that fails as raw JSON, to tell a broken object of a handled
+/// kind (an error) from any object of another kind (allowed).
 #[derive(Deserialize)]
-struct ReviewIn<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewIn<'a, O> {
     #[serde(rename = "apiVersion", borrow, default)]
     api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    #[serde(default = "Option::default")]
+    request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Deserialize)]
@@ -34,7 +38,8 @@ struct GvkIn<'a> {
 }
 
 #[derive(Deserialize)]
-struct RequestIn<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<'a, O> {
     #[serde(borrow)]
     uid: Cow<'a, str>,
     #[serde(borrow)]
@@ -42,8 +47,8 @@ struct RequestIn<'a> {
     #[serde(rename = "subResource", borrow, default)]
     sub_resource: Option<Cow<'a, str>>,
     operation: Operation,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default = "Option::default")]
+    object: Option<O>,
 }
 
 /// Just enough to answer a request whose other fields are broken.
@@ -111,27 +116,48 @@ fn allowed(uid: &str) -> AdmissionResponse {
 
 /// Answers one AdmissionReview body.
 pub fn review(body: &[u8], config: &InjectorConfig) -> Result<Reviewed, NotAReview> {
-    let parsed: ReviewIn<'_> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            // Answer in-band when the uid is readable, so the API server shows our reason.
-            let Ok(uid) = serde_json::from_slice::<UidOnly<'_>>(body) else {
-                return Err(NotAReview(e));
-            };
-            return Ok(invalid(
-                META_API_VERSION_V1,
-                &uid.request.uid,
-                format!("the AdmissionReview request cannot be decoded: {e}"),
-            ));
+    // One UTF-8 check up front; parsing from &str then skips re-checking every raw value.
+    let text = std::str::from_utf8(body).unwrap_or_default();
+    let first = match serde_json::from_str::<ReviewIn<'_, ObjectView<'_>>>(text) {
+        Ok(parsed) => {
+            return Ok(answer(parsed, |kind, object, update| {
+                mutate_view(kind, &object.into_workload(kind), config, update)
+            }))
         }
+        Err(e) => e,
     };
+    if let Ok(parsed) = serde_json::from_str::<ReviewIn<'_, &RawValue>>(text) {
+        return Ok(answer(parsed, |kind, object, update| {
+            mutate(kind, object.get(), config, update)
+        }));
+    }
+    // Answer in-band when the uid is readable, so the API server shows our reason.
+    let Ok(uid) = serde_json::from_slice::<UidOnly<'_>>(body) else {
+        return Err(NotAReview(match std::str::from_utf8(body) {
+            Ok(_) => first,
+            Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                .err()
+                .unwrap_or(first),
+        }));
+    };
+    Ok(invalid(
+        META_API_VERSION_V1,
+        &uid.request.uid,
+        format!("the AdmissionReview request cannot be decoded: {first}"),
+    ))
+}
+
+fn answer<O>(
+    parsed: ReviewIn<'_, O>,
+    mutate: impl FnOnce(WorkloadKind, O, bool) -> Result<Mutation, MutationError>,
+) -> Reviewed {
     let api_version = parsed.api_version.as_deref().unwrap_or(META_API_VERSION_V1);
     let Some(req) = parsed.request else {
-        return Ok(invalid(
+        return invalid(
             api_version,
             "",
             "the AdmissionReview has no request".to_owned(),
-        ));
+        );
     };
     let kind = WorkloadKind::from_gvk(&req.kind.group, &req.kind.version, &req.kind.kind);
     let operation = Some(req.operation.clone());
@@ -148,31 +174,31 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Result<Reviewed, NotARevi
     let update = match req.operation {
         Operation::Create => false,
         Operation::Update => true,
-        _ => return Ok(finish(allowed(&req.uid), Verdict::Skipped, None)),
+        _ => return finish(allowed(&req.uid), Verdict::Skipped, None),
     };
     let (Some(kind), Some(object)) = (kind, req.object) else {
-        return Ok(finish(allowed(&req.uid), Verdict::Skipped, None));
+        return finish(allowed(&req.uid), Verdict::Skipped, None);
     };
     // Subresources (scale, status, ephemeralcontainers, ...) carry no pod template to mutate.
     if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Ok(finish(allowed(&req.uid), Verdict::Skipped, None));
+        return finish(allowed(&req.uid), Verdict::Skipped, None);
     }
 
-    match mutate(kind, object.get(), config, update) {
+    match mutate(kind, object, update) {
         Ok(m) => {
             let mut response = allowed(&req.uid);
             if !m.warnings.is_empty() {
                 response.warnings = Some(m.warnings);
             }
             if m.patch.0.is_empty() {
-                return Ok(finish(response, Verdict::Unchanged, None));
+                return finish(response, Verdict::Unchanged, None);
             }
             match response.with_patch(m.patch) {
-                Ok(r) => Ok(finish(r, Verdict::Mutated, None)),
+                Ok(r) => finish(r, Verdict::Mutated, None),
                 Err(e) => {
                     let message = format!("migration-injector could not encode its patch: {e}");
                     let r = allowed(&req.uid).deny(&message);
-                    Ok(finish(r, Verdict::Invalid, Some(message)))
+                    finish(r, Verdict::Invalid, Some(message))
                 }
             }
         }
@@ -185,14 +211,14 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Result<Reviewed, NotARevi
             let mut r = allowed(&req.uid);
             r.allowed = false;
             r.result = Status::failure(&message, d.reason()).with_code(code);
-            Ok(finish(r, Verdict::Denied, Some(message)))
+            finish(r, Verdict::Denied, Some(message))
         }
         Err(e @ MutationError::Decode { .. }) => {
             let message = e.to_string();
             let mut r = AdmissionResponse::invalid(&message);
             r.uid = req.uid.into_owned();
             r.result.code = 400;
-            Ok(finish(r, Verdict::Invalid, Some(message)))
+            finish(r, Verdict::Invalid, Some(message))
         }
     }
 }

@@ -101,7 +101,11 @@ pub struct ServeArgs {
     )]
     pub log_format: LogFormat,
     /// tracing filter, such as `info` or `migration_injector=debug`.
-    #[arg(long, env = "MIGRATION_INJECTOR_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_LOG_LEVEL",
+        default_value = "info,rustls=error"
+    )]
     pub log_level: String,
     #[command(flatten)]
     pub injection: InjectionArgs,

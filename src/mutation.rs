@@ -39,9 +39,19 @@ pub fn mutate(
 ) -> Result<Mutation, MutationError> {
     let view = WorkloadView::decode(kind, object)
         .map_err(|source| MutationError::Decode { kind, source })?;
-    let plan = plan(kind, &view, config, update)?;
+    mutate_view(kind, &view, config, update)
+}
+
+/// Mutates an object already decoded (the webhook decodes it with the review around it).
+pub fn mutate_view(
+    kind: WorkloadKind,
+    view: &WorkloadView<'_>,
+    config: &InjectorConfig,
+    update: bool,
+) -> Result<Mutation, MutationError> {
+    let plan = plan(kind, view, config, update)?;
     Ok(Mutation {
-        patch: to_patch(kind, &plan),
+        patch: to_patch(kind, plan.edits),
         warnings: plan.warnings,
     })
 }

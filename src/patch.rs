@@ -6,7 +6,9 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOp
 use serde_json::{Map, Value};
 
 use crate::annotations::Key;
-use crate::plan::{Edit, Plan};
+use crate::plan::Edit;
+#[cfg(test)]
+use crate::plan::Plan;
 use crate::workload::WorkloadKind;
 
 fn path(kind: WorkloadKind, rest: &[&str], index: Option<usize>) -> PointerBuf {
@@ -32,58 +34,57 @@ fn record_map(value: String) -> Value {
 }
 
 /// The JSON patch that applies `plan` to an object of `kind`.
-pub fn to_patch(kind: WorkloadKind, plan: &Plan) -> Patch {
+pub fn to_patch(kind: WorkloadKind, edits: Vec<Edit>) -> Patch {
     const INIT: &[&str] = &["spec", "initContainers"];
     const VOLUMES: &[&str] = &["spec", "volumes"];
     const ANNOTATIONS: &[&str] = &["metadata", "annotations"];
     const RECORD: &[&str] = &["metadata", "annotations", Key::Injected.name()];
-    let ops = plan
-        .edits
-        .iter()
+    let ops = edits
+        .into_iter()
         .map(|edit| match edit {
-            Edit::CreateInitContainers(list) => add(path(kind, INIT, None), list.clone()),
+            Edit::CreateInitContainers(list) => add(path(kind, INIT, None), list),
             Edit::InsertInitContainer {
                 index: Some(i),
                 container,
-            } => add(path(kind, INIT, Some(*i)), container.clone()),
+            } => add(path(kind, INIT, Some(i)), container),
             Edit::InsertInitContainer {
                 index: None,
                 container,
             } => {
                 let mut p = path(kind, INIT, None);
                 p.push_back("-");
-                add(p, container.clone())
+                add(p, container)
             }
             Edit::ReplaceInitContainer { index, container } => {
                 PatchOperation::Replace(ReplaceOperation {
-                    path: path(kind, INIT, Some(*index)),
-                    value: container.clone(),
+                    path: path(kind, INIT, Some(index)),
+                    value: container,
                 })
             }
-            Edit::RemoveInitContainer { index } => remove(path(kind, INIT, Some(*index))),
+            Edit::RemoveInitContainer { index } => remove(path(kind, INIT, Some(index))),
             Edit::RemoveInitContainers => remove(path(kind, INIT, None)),
-            Edit::CreateVolumes(list) => add(path(kind, VOLUMES, None), list.clone()),
+            Edit::CreateVolumes(list) => add(path(kind, VOLUMES, None), list),
             Edit::AppendVolume(volume) => {
                 let mut p = path(kind, VOLUMES, None);
                 p.push_back("-");
-                add(p, volume.clone())
+                add(p, volume)
             }
             Edit::ReplaceVolume { index, volume } => PatchOperation::Replace(ReplaceOperation {
-                path: path(kind, VOLUMES, Some(*index)),
-                value: volume.clone(),
+                path: path(kind, VOLUMES, Some(index)),
+                value: volume,
             }),
-            Edit::RemoveVolume { index } => remove(path(kind, VOLUMES, Some(*index))),
+            Edit::RemoveVolume { index } => remove(path(kind, VOLUMES, Some(index))),
             Edit::RemoveVolumes => remove(path(kind, VOLUMES, None)),
             Edit::CreateMetadataWithRecord(v) => {
                 let mut meta = Map::new();
-                meta.insert("annotations".into(), record_map(v.clone()));
+                meta.insert("annotations".into(), record_map(v));
                 add(path(kind, &["metadata"], None), Value::Object(meta))
             }
             Edit::CreateAnnotationsWithRecord(v) => {
-                add(path(kind, ANNOTATIONS, None), record_map(v.clone()))
+                add(path(kind, ANNOTATIONS, None), record_map(v))
             }
             // "add" on an existing member replaces it (RFC 6902 4.1), so one op covers both.
-            Edit::SetRecord(v) => add(path(kind, RECORD, None), Value::String(v.clone())),
+            Edit::SetRecord(v) => add(path(kind, RECORD, None), Value::String(v)),
             Edit::RemoveRecord => remove(path(kind, RECORD, None)),
             Edit::RemoveAnnotations => remove(path(kind, ANNOTATIONS, None)),
         })
@@ -101,12 +102,13 @@ mod tests {
             edits: vec![Edit::SetRecord("{}".into())],
             warnings: vec![],
         };
-        let patch = serde_json::to_value(to_patch(WorkloadKind::CronJob, &plan)).unwrap();
+        let patch =
+            serde_json::to_value(to_patch(WorkloadKind::CronJob, plan.edits.clone())).unwrap();
         assert_eq!(
             patch[0]["path"],
             "/spec/jobTemplate/spec/template/metadata/annotations/migrations.io~1injected"
         );
-        let pod = serde_json::to_value(to_patch(WorkloadKind::Pod, &plan)).unwrap();
+        let pod = serde_json::to_value(to_patch(WorkloadKind::Pod, plan.edits)).unwrap();
         assert_eq!(
             pod[0]["path"],
             "/metadata/annotations/migrations.io~1injected"
@@ -122,7 +124,7 @@ mod tests {
             }],
             warnings: vec![],
         };
-        let patch = serde_json::to_value(to_patch(WorkloadKind::Deployment, &plan)).unwrap();
+        let patch = serde_json::to_value(to_patch(WorkloadKind::Deployment, plan.edits)).unwrap();
         assert_eq!(patch[0]["path"], "/spec/template/spec/initContainers/-");
     }
 }

@@ -13,7 +13,7 @@ use crate::config::InjectorConfig;
 use crate::denial::Denial;
 use crate::injection::{self, Injection, Position};
 use crate::validate;
-use crate::workload::{Item, PodSpecView, WorkloadKind, WorkloadView};
+use crate::workload::{Item, PodSpecLists, WorkloadKind, WorkloadView};
 
 /// One change to the pod template. Indices refer to the list as earlier edits left it.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +108,7 @@ pub fn plan(
         return Ok(Plan::default());
     }
 
-    let desired = injection::resolve(config, layered)?;
+    let mut desired = injection::resolve(config, layered)?;
     let mut plan = Plan::default();
     let record = match recorded {
         None => Record::default(),
@@ -128,21 +128,26 @@ pub fn plan(
             fix: "add a pod template, or remove the migrations.io/image annotation",
         });
     };
-    let Some(spec) = template.spec.as_ref() else {
+    let Some(raw_spec) = template.spec.as_ref() else {
         return Err(Denial::Malformed {
             field: format!("{field}spec"),
             problem: "is missing",
             fix: "add a pod spec, or remove the migrations.io/image annotation",
         });
     };
-    if let Some(d) = &desired {
-        plan.warnings.extend(d.warnings.iter().cloned());
+    let spec = &raw_spec.lists().map_err(|list| Denial::Malformed {
+        field: format!("{field}spec.{list}"),
+        problem: "is not a list of named objects",
+        fix: "correct the pod spec, or remove the migrations.io/image annotation",
+    })?;
+    if let Some(d) = &mut desired {
+        plan.warnings.append(&mut d.warnings);
     }
 
     let mut owned = Record::default();
     plan_init_container(
         spec,
-        desired.as_ref(),
+        desired.as_mut(),
         &record,
         field,
         &mut owned,
@@ -150,7 +155,7 @@ pub fn plan(
     )?;
     plan_volume(
         spec,
-        desired.as_ref(),
+        desired.as_mut(),
         &record,
         field,
         &mut owned,
@@ -183,8 +188,8 @@ fn parse(item: &Item<'_>) -> Value {
 }
 
 fn plan_init_container(
-    spec: &PodSpecView<'_>,
-    desired: Option<&Injection>,
+    spec: &PodSpecLists<'_>,
+    desired: Option<&mut Injection>,
     record: &Record,
     field: &str,
     owned: &mut Record,
@@ -196,7 +201,7 @@ fn plan_init_container(
 
     // An init container injected under a name no longer wanted is removed.
     if let Some(old) = record.init_container.as_deref() {
-        if desired.is_none_or(|d| d.container_name != old) {
+        if desired.as_ref().is_none_or(|d| d.container_name != old) {
             if let Some(i) = position_of(&names, old) {
                 plan.edits.push(Edit::RemoveInitContainer { index: i });
                 names.remove(i);
@@ -205,30 +210,31 @@ fn plan_init_container(
     }
 
     if let Some(d) = desired {
-        let insert = |names: &mut Vec<&str>, plan: &mut Plan| {
+        let position = d.position;
+        let insert = |names: &mut Vec<&str>, plan: &mut Plan, container: Value| {
             let edit = if spec.init_containers.is_none() {
-                Edit::CreateInitContainers(Value::Array(vec![d.container.clone()]))
+                Edit::CreateInitContainers(Value::Array(vec![container]))
             } else {
-                match d.position {
+                match position {
                     Position::First => Edit::InsertInitContainer {
                         index: Some(0),
-                        container: d.container.clone(),
+                        container,
                     },
                     Position::Last => Edit::InsertInitContainer {
                         index: None,
-                        container: d.container.clone(),
+                        container,
                     },
                 }
             };
             plan.edits.push(edit);
-            match d.position {
+            match position {
                 Position::First => names.insert(0, ""),
                 Position::Last => names.push(""),
             }
         };
         match position_of(&names, &d.container_name) {
             None => {
-                insert(&mut names, plan);
+                insert(&mut names, plan, std::mem::take(&mut d.container));
                 owned.init_container = Some(d.container_name.clone());
             }
             Some(i) => {
@@ -247,11 +253,11 @@ fn plan_init_container(
                     if i != wanted {
                         plan.edits.push(Edit::RemoveInitContainer { index: i });
                         names.remove(i);
-                        insert(&mut names, plan);
+                        insert(&mut names, plan, std::mem::take(&mut d.container));
                     } else if !same {
                         plan.edits.push(Edit::ReplaceInitContainer {
                             index: i,
-                            container: d.container.clone(),
+                            container: std::mem::take(&mut d.container),
                         });
                     }
                 } else if !same {
@@ -275,7 +281,7 @@ fn plan_init_container(
 }
 
 /// Names of volumes mounted by containers other than the injected one.
-fn volume_in_use(spec: &PodSpecView<'_>, volume: &str, injected: Option<&str>) -> bool {
+fn volume_in_use(spec: &PodSpecLists<'_>, volume: &str, injected: Option<&str>) -> bool {
     #[derive(Deserialize)]
     struct Mounts {
         #[serde(default, rename = "volumeMounts")]
@@ -297,8 +303,8 @@ fn volume_in_use(spec: &PodSpecView<'_>, volume: &str, injected: Option<&str>) -
 }
 
 fn plan_volume(
-    spec: &PodSpecView<'_>,
-    desired: Option<&Injection>,
+    spec: &PodSpecLists<'_>,
+    desired: Option<&mut Injection>,
     record: &Record,
     field: &str,
     owned: &mut Record,
@@ -309,7 +315,7 @@ fn plan_volume(
     let start = plan.edits.len();
 
     if let Some(old) = record.volume.as_deref() {
-        if desired.is_none_or(|d| d.volume_name != old) {
+        if desired.as_ref().is_none_or(|d| d.volume_name != old) {
             if let Some(i) = position_of(&names, old) {
                 if volume_in_use(spec, old, record.init_container.as_deref()) {
                     plan.warnings.push(format!(
@@ -326,10 +332,11 @@ fn plan_volume(
     if let Some(d) = desired {
         match position_of(&names, &d.volume_name) {
             None => {
+                let volume = std::mem::take(&mut d.volume);
                 plan.edits.push(if spec.volumes.is_none() {
-                    Edit::CreateVolumes(Value::Array(vec![d.volume.clone()]))
+                    Edit::CreateVolumes(Value::Array(vec![volume]))
                 } else {
-                    Edit::AppendVolume(d.volume.clone())
+                    Edit::AppendVolume(volume)
                 });
                 names.push("");
                 owned.volume = Some(d.volume_name.clone());
@@ -346,7 +353,7 @@ fn plan_volume(
                     if !same {
                         plan.edits.push(Edit::ReplaceVolume {
                             index: i,
-                            volume: d.volume.clone(),
+                            volume: std::mem::take(&mut d.volume),
                         });
                     }
                 } else if !same {

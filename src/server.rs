@@ -175,8 +175,10 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
         })
         .inc();
     m.duration.observe(started.elapsed().as_secs_f64());
+    // Refusals are what operators look for; mutations are routine and logged at debug so the
+    // write path does not pay for a log line per workload.
     match reviewed.verdict {
-        admission::Verdict::Mutated | admission::Verdict::Denied | admission::Verdict::Invalid => {
+        admission::Verdict::Denied | admission::Verdict::Invalid => {
             tracing::info!(uid = %reviewed.uid, kind, operation, verdict = reviewed.verdict.as_str(), message = reviewed.message.as_deref().unwrap_or(""), "admission");
         }
         _ => {

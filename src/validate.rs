@@ -49,18 +49,25 @@ pub fn image_reference(s: &str) -> Result<ImageRef<'_>, &'static str> {
     let grammar = IMAGE_REFERENCE
         .as_ref()
         .map_err(|_| "cannot be checked: the image reference grammar failed to compile")?;
-    let caps = grammar
-        .captures(s)
-        .ok_or("is not a valid image reference (expected [registry/]repository[:tag][@digest], repository in lower case)")?;
-    let name = caps.get(1).map_or("", |m| m.as_str());
+    // is_match runs the regex's DFA; capture groups would need the slower backtracker, and the
+    // parts are easy to split once the whole is known to be valid.
+    if !grammar.is_match(s) {
+        return Err("is not a valid image reference (expected [registry/]repository[:tag][@digest], repository in lower case)");
+    }
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (s, None),
+    };
+    // A ':' after the last '/' starts the tag; one before it is a registry port.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].find(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
     if name.len() > 255 {
         return Err("has a repository name longer than 255 characters");
     }
-    Ok(ImageRef {
-        name,
-        tag: caps.get(2).map(|m| m.as_str()),
-        digest: caps.get(3).map(|m| m.as_str()),
-    })
+    Ok(ImageRef { name, tag, digest })
 }
 
 /// RFC 1123 label, as Kubernetes requires for container and volume names.
@@ -225,7 +232,10 @@ mod tests {
         let r = image_reference(&digest).unwrap();
         assert!(!r.is_unpinned());
         assert_eq!(r.tag, None);
-        assert!(image_reference("[::1]:5000/repo:1").is_ok());
+        let r = image_reference("[::1]:5000/repo:1").unwrap();
+        assert_eq!((r.name, r.tag), ("[::1]:5000/repo", Some("1")));
+        let r = image_reference("localhost:5000/a/b:v2").unwrap();
+        assert_eq!((r.name, r.tag), ("localhost:5000/a/b", Some("v2")));
         for bad in [
             "",
             "repo/UPPER",

@@ -117,15 +117,42 @@ struct MetaView<'a> {
     annotations: Option<MigrationAnnotations<'a>>,
 }
 
-/// The parts of a PodSpec the mutation reads.
+/// The lists of a PodSpec the mutation reads, kept raw: most objects never opt in, and for them
+/// the lists are skipped without being split into items.
 #[derive(Debug, Default, Deserialize)]
 pub struct PodSpecView<'a> {
     #[serde(borrow, default, rename = "initContainers")]
+    pub init_containers: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub volumes: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub containers: Option<&'a RawValue>,
+}
+
+/// The same lists, split into named items.
+#[derive(Debug, Default)]
+pub struct PodSpecLists<'a> {
     pub init_containers: Option<Vec<Item<'a>>>,
-    #[serde(borrow, default)]
     pub volumes: Option<Vec<Item<'a>>>,
-    #[serde(borrow, default)]
     pub containers: Option<Vec<Item<'a>>>,
+}
+
+impl<'a> PodSpecView<'a> {
+    /// Splits the lists into items; on error, names the list that is not a list of objects.
+    pub fn lists(&self) -> Result<PodSpecLists<'a>, &'static str> {
+        fn split<'a>(
+            raw: Option<&'a RawValue>,
+            field: &'static str,
+        ) -> Result<Option<Vec<Item<'a>>>, &'static str> {
+            raw.map(|r| serde_json::from_str::<Vec<Item<'a>>>(r.get()).map_err(|_| field))
+                .transpose()
+        }
+        Ok(PodSpecLists {
+            init_containers: split(self.init_containers, "initContainers")?,
+            volumes: split(self.volumes, "volumes")?,
+            containers: split(self.containers, "containers")?,
+        })
+    }
 }
 
 /// The parts of a pod template the mutation reads.
@@ -177,64 +204,66 @@ struct JobTemplateShape<'a> {
     spec: Option<TemplateHolder<'a>>,
 }
 
+/// The union of the spec shapes of every handled kind: a Deployment's `template`, a CronJob's
+/// `jobTemplate`, a Pod's own lists. Decoding all at once lets the object be read in the same
+/// pass as the AdmissionReview around it, before its kind is known.
 #[derive(Deserialize)]
-struct CronJobSpecShape<'a> {
+struct AnySpec<'a> {
+    #[serde(borrow, default)]
+    template: Option<PodTemplateShape<'a>>,
     #[serde(borrow, default, rename = "jobTemplate")]
     job_template: Option<JobTemplateShape<'a>>,
+    #[serde(borrow, default, rename = "initContainers")]
+    init_containers: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    volumes: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    containers: Option<&'a RawValue>,
 }
 
+/// The parts of any handled object the mutation reads, before its kind is applied.
 #[derive(Deserialize)]
-#[serde(bound(deserialize = "S: Deserialize<'de>"))]
-struct ObjectShape<'a, S> {
+pub struct ObjectView<'a> {
     #[serde(borrow, default)]
     metadata: Option<MetaView<'a>>,
-    #[serde(default = "Option::default")]
-    spec: Option<S>,
+    #[serde(borrow, default)]
+    spec: Option<AnySpec<'a>>,
 }
 
-fn annotations_of<'v, 'a>(meta: &'v Option<MetaView<'a>>) -> Option<&'v MigrationAnnotations<'a>> {
-    meta.as_ref().and_then(|m| m.annotations.as_ref())
+impl<'a> ObjectView<'a> {
+    /// Picks the pod template where `kind` keeps it.
+    pub fn into_workload(self, kind: WorkloadKind) -> WorkloadView<'a> {
+        let annotations = self.metadata.as_ref().and_then(|m| m.annotations.clone());
+        let template = match kind {
+            WorkloadKind::Pod => Some(TemplateView {
+                has_metadata: self.metadata.is_some(),
+                annotations: annotations.clone(),
+                spec: self.spec.map(|s| PodSpecView {
+                    init_containers: s.init_containers,
+                    volumes: s.volumes,
+                    containers: s.containers,
+                }),
+            }),
+            WorkloadKind::CronJob => self
+                .spec
+                .and_then(|s| s.job_template)
+                .and_then(|j| j.spec)
+                .and_then(|s| s.template)
+                .map(TemplateView::from),
+            _ => self.spec.and_then(|s| s.template).map(TemplateView::from),
+        };
+        WorkloadView {
+            annotations: annotations.unwrap_or_default(),
+            template,
+        }
+    }
 }
 
 impl<'a> WorkloadView<'a> {
     /// Decodes the parts of `json` (an object of `kind`) that the mutation needs, skipping the
     /// rest of the object without allocating it.
     pub fn decode(kind: WorkloadKind, json: &'a str) -> Result<Self, serde_json::Error> {
-        match kind {
-            WorkloadKind::Pod => {
-                let obj: ObjectShape<'a, PodSpecView<'a>> = serde_json::from_str(json)?;
-                let annotations = annotations_of(&obj.metadata).cloned();
-                Ok(WorkloadView {
-                    annotations: annotations.clone().unwrap_or_default(),
-                    template: Some(TemplateView {
-                        has_metadata: obj.metadata.is_some(),
-                        annotations,
-                        spec: obj.spec,
-                    }),
-                })
-            }
-            WorkloadKind::CronJob => {
-                let obj: ObjectShape<'a, CronJobSpecShape<'a>> = serde_json::from_str(json)?;
-                let template = obj
-                    .spec
-                    .and_then(|s| s.job_template)
-                    .and_then(|j| j.spec)
-                    .and_then(|s| s.template)
-                    .map(TemplateView::from);
-                Ok(WorkloadView {
-                    annotations: annotations_of(&obj.metadata).cloned().unwrap_or_default(),
-                    template,
-                })
-            }
-            _ => {
-                let obj: ObjectShape<'a, TemplateHolder<'a>> = serde_json::from_str(json)?;
-                let template = obj.spec.and_then(|s| s.template).map(TemplateView::from);
-                Ok(WorkloadView {
-                    annotations: annotations_of(&obj.metadata).cloned().unwrap_or_default(),
-                    template,
-                })
-            }
-        }
+        Ok(serde_json::from_str::<ObjectView<'a>>(json)?.into_workload(kind))
     }
 }
 
@@ -273,7 +302,7 @@ mod tests {
         assert_eq!(v.annotations.get(Key::Image), Some("a:1"));
         let t = v.template.unwrap();
         assert!(!t.has_metadata);
-        let spec = t.spec.unwrap();
+        let spec = t.spec.unwrap().lists().unwrap();
         assert_eq!(spec.volumes.unwrap()[0].name, "v");
         assert!(spec.init_containers.is_none());
     }

@@ -413,12 +413,17 @@ else
 fi
 
 section "matchConditions CEL evaluated with cel-cpp"
-CEL_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/migration-injector-tools/cel-venv
-if [ ! -x "$CEL_VENV/bin/python" ] || ! "$CEL_VENV/bin/python" -c 'import cel_expr_python, yaml' 2>/dev/null; then
-  { python3 -m venv "$CEL_VENV" && "$CEL_VENV/bin/pip" install --quiet cel-expr-python==0.1.3 pyyaml; } >"$WORK/cel.log" 2>&1 || true
+# cel-expr-python (Google's cel-cpp) is a native wheel, cached per Python version. `pip install
+# --target` needs no venv and is not blocked by PEP 668 on Debian's python3.
+PYVER=$(python3 -c 'import sys; print("%d%d" % sys.version_info[:2])')
+CEL_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/migration-injector-tools/cel-py$PYVER
+cel_import() { PYTHONPATH=$CEL_DIR python3 -c 'import cel_expr_python.cel, yaml' 2>/dev/null; }
+if ! cel_import; then
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+    --target "$CEL_DIR" cel-expr-python==0.1.3 >"$WORK/cel.log" 2>&1 || true
 fi
-if "$CEL_VENV/bin/python" -c 'import cel_expr_python, yaml' 2>/dev/null; then
-  if "$CEL_VENV/bin/python" "$ROOT/tests/helm/check_cel.py" "$WORK/mc-1.30.yaml"; then
+if cel_import; then
+  if PYTHONPATH=$CEL_DIR python3 "$ROOT/tests/helm/check_cel.py" "$WORK/mc-1.30.yaml"; then
     pass "CEL of matchConditions"
   else
     fail "CEL of matchConditions"

