@@ -68,17 +68,9 @@ pub fn encode() -> String {
     out
 }
 
-/// Unix time at which the leaf certificate of `store` expires.
-pub fn not_after(store: &CertStore) -> Option<i64> {
-    let key = store.current()?;
-    let leaf = key.cert.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    Some(cert.validity().not_after.timestamp())
-}
-
 /// Publishes and logs the expiry of the certificate now served.
 pub fn record_cert(store: &Arc<CertStore>) {
-    if let Some(t) = not_after(store) {
+    if let Some(t) = store.not_after() {
         METRICS.cert_not_after.set(t);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         tracing::info!(

@@ -218,10 +218,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if !state.accepting.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    if !state.certs.is_loaded() {
+    if !state.certs.is_valid() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no serving certificate loaded\n",
+            "no valid (unexpired) serving certificate loaded\n",
         )
             .into_response();
     }

@@ -3,6 +3,7 @@
 //! updates a Secret volume by swapping a `..data` symlink, which inotify on the files misses.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,10 +63,19 @@ pub fn certified_key(
     CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::Pair)
 }
 
+/// Unix time at which the leaf certificate of `key` expires.
+pub fn not_after(key: &CertifiedKey) -> Option<i64> {
+    let leaf = key.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// The serving certificate, replaceable while connections are being accepted.
 #[derive(Debug, Default)]
 pub struct CertStore {
     current: ArcSwapOption<CertifiedKey>,
+    /// Expiry of `current` as a Unix time (0: unknown).
+    not_after: AtomicI64,
 }
 
 impl CertStore {
@@ -76,14 +86,23 @@ impl CertStore {
     }
 
     pub fn set(&self, key: CertifiedKey) {
+        self.not_after
+            .store(not_after(&key).unwrap_or(0), Ordering::Relaxed);
         self.current.store(Some(Arc::new(key)));
     }
 
-    pub fn is_loaded(&self) -> bool {
-        self.current.load().is_some()
+    /// Whether a certificate is loaded and has not expired: what readiness reports.
+    pub fn is_valid(&self) -> bool {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.current.load().is_some() && self.not_after.load(Ordering::Relaxed) > now
     }
 
-    /// Seconds until the served leaf certificate expires, if one is loaded and parseable.
+    /// Unix time at which the served certificate expires, if one is loaded.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current.load().as_ref()?;
+        Some(self.not_after.load(Ordering::Relaxed))
+    }
+
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current.load_full()
     }

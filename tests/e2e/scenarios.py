@@ -327,7 +327,7 @@ def s10_helm_chart_url_mode():
         raise AssertionError(f"{render} is missing")
     out = os.path.join(WORK, "chart.yaml")
     subprocess.run([render, out, "--set", f"webhook.url=https://127.0.0.1:{PORT}/mutate",
-                    "--set", f"webhook.caBundle={CA_BUNDLE}"], check=True, capture_output=True)
+                    "--set", f"tls.caBundle={CA_BUNDLE}"], check=True, capture_output=True)
     kubectl("create", "namespace", "migration-injector", check=False)
     # Every object the chart renders is validated by the API server, then really installed.
     kubectl("apply", "-n", "migration-injector", "--dry-run=server", "-f", out)
