@@ -17,7 +17,7 @@ else
 fi
 step "shellcheck"
 command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null
-git ls-files '*.sh' | xargs shellcheck
+git ls-files '*.sh' | xargs shellcheck -x --source-path=SCRIPTDIR
 step "Helm chart"
 tests/helm/test-chart.sh
 step "kind e2e (checks that run without Docker)"

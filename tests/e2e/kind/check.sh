@@ -353,6 +353,7 @@ SQL
     pass "run.sh assert_database fails on a partly applied migration"
   fi
   "${psql[@]}" -d app -c "drop table posts" >/dev/null
+  # shellcheck disable=SC2034 # PSQL is read by assert_database, sourced from run.sh
   if (RUN_SH_SOURCE_ONLY=1 source ./run.sh && PSQL=("${sqlcmd[@]}") && assert_database) >/dev/null 2>&1; then
     fail "run.sh assert_database passed without table posts"
   else
