@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -24,9 +24,10 @@ pub struct PemPair {
     pub key_pem: String,
 }
 
-/// A freshly generated certificate authority.
+/// A certificate authority that can issue serving certificates.
 pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
 }
 
 fn validity(params: &mut CertificateParams, days: u32) {
@@ -51,13 +52,24 @@ impl Ca {
         ];
         validity(&mut params, days);
         let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
         Ok(Ca {
-            issuer: CertifiedIssuer::self_signed(params, key)?,
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads a CA from its certificate and private key (PEM).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca, CertError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Ca {
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+            cert_pem: cert_pem.to_owned(),
         })
     }
 
     pub fn cert_pem(&self) -> String {
-        self.issuer.pem()
+        self.cert_pem.clone()
     }
 
     pub fn key_pem(&self) -> String {
@@ -131,5 +143,21 @@ mod tests {
         assert!(a.key_pem.contains("PRIVATE KEY"));
         assert_ne!(a.cert_pem, b.cert_pem);
         assert_eq!(service_dns_names("s", "n")[3], "s.n.svc.cluster.local");
+        // A CA read back from PEM issues certificates that chain to the same CA.
+        let again = Ca::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
+        let c = again.issue_server(&["x".into()], &[], 1).unwrap();
+        let leaf = rustls::pki_types::CertificateDer::from(
+            pem_der(&c.cert_pem),
+        );
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        let ca_der = pem_der(&ca.cert_pem());
+        let (_, ca_parsed) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(parsed.issuer(), ca_parsed.subject());
+        parsed.verify_signature(Some(ca_parsed.public_key())).unwrap();
+    }
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
     }
 }

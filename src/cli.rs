@@ -56,7 +56,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "MIGRATION_INJECTOR_TLS_CERT_FILE",
-        required_unless_present = "self_signed",
+        required_unless_present_any = ["self_signed", "self_managed"],
         requires = "tls_key_file"
     )]
     pub tls_cert_file: Option<PathBuf>,
@@ -73,6 +73,36 @@ pub struct ServeArgs {
     /// With --self-signed: write the CA certificate (PEM) here, for the caBundle or a client.
     #[arg(long, requires = "self_signed")]
     pub self_signed_ca_out: Option<PathBuf>,
+    /// Manage certificates in the cluster: one CA shared by all replicas through a Secret, a
+    /// serving certificate per replica, and the webhook configuration's caBundle kept current.
+    /// (The env var takes true/false; conflicts with the TLS file flags are checked at start.)
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_SELF_MANAGED",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub self_managed: bool,
+    /// With --self-managed: the namespace of the webhook's Service and CA Secret.
+    #[arg(long, env = "MIGRATION_INJECTOR_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// With --self-managed: the webhook's Service, for the certificate's DNS names.
+    #[arg(long, env = "MIGRATION_INJECTOR_SERVICE_NAME", default_value = "migration-injector")]
+    pub service_name: String,
+    /// With --self-managed: the Secret holding the shared CA.
+    #[arg(long, env = "MIGRATION_INJECTOR_CA_SECRET_NAME", default_value = "migration-injector-ca")]
+    pub ca_secret_name: String,
+    /// With --self-managed: the MutatingWebhookConfiguration whose caBundle is kept current.
+    #[arg(long, env = "MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME", default_value = "migration-injector")]
+    pub webhook_config_name: String,
+    /// With --self-managed: extra IP addresses for the serving certificate (comma-separated).
+    #[arg(long, env = "MIGRATION_INJECTOR_CERT_IPS", value_delimiter = ',')]
+    pub cert_ips: Vec<IpAddr>,
+    /// With --self-managed: validity of each serving certificate, renewed with a third left.
+    #[arg(long, env = "MIGRATION_INJECTOR_SELF_MANAGED_CERT_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=825))]
+    pub self_managed_cert_days: u32,
     /// Seconds between checks of the cert and key files for a rotation.
     #[arg(long, env = "MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub cert_reload_interval: u64,

@@ -22,3 +22,4 @@ pub mod server;
 pub mod tls;
 pub mod validate;
 pub mod workload;
+pub mod selfmanaged;

@@ -8,6 +8,7 @@ use migration_injector::certs::{self, Ca};
 use migration_injector::cli::{CertsCommand, InjectArgs, LogFormat, ServeArgs};
 use migration_injector::server::{self, AppState, Limits};
 use migration_injector::tls::{self, CertFiles, CertStore};
+use migration_injector::selfmanaged::{self, SelfManaged};
 use migration_injector::{inject as injector, metrics};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -33,39 +34,42 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         ..Limits::default()
     };
-    // Certificates are checked before any socket binds, so a bad pair fails the start.
-    let (store, files) = if args.self_signed {
-        let ca = Ca::generate("migration-injector self-signed CA", 365)?;
-        let pair = ca.issue_server(
-            &["localhost".to_owned()],
-            &["127.0.0.1".parse()?, "::1".parse()?],
-            365,
-        )?;
-        if let Some(path) = &args.self_signed_ca_out {
-            std::fs::write(path, ca.cert_pem())
-                .with_context(|| format!("writing the CA to {}", path.display()))?;
-            eprintln!("wrote the self-signed CA to {}", path.display());
-        }
-        let key = tls::certified_key(
-            pair.cert_pem.as_bytes(),
-            pair.key_pem.as_bytes(),
-            "self-signed pair",
-        )?;
-        (CertStore::new(key), None)
-    } else {
-        let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone())
-        else {
-            bail!("give --tls-cert-file and --tls-key-file, or --self-signed");
-        };
-        let mut files = CertFiles::new(cert, key);
-        let loaded = files.reload()?.context("no certificate loaded")?;
-        (CertStore::new(loaded), Some(files))
-    };
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        // Certificates are ready before any socket binds, so a bad pair fails the start.
+        let (store, files) = if args.self_managed {
+            if args.self_signed || args.tls_cert_file.is_some() || args.tls_key_file.is_some() {
+                bail!("--self-managed manages the certificate itself: drop --self-signed, --tls-cert-file and --tls-key-file");
+            }
+            let cfg = SelfManaged {
+                namespace: args.namespace.clone().context("--self-managed needs --namespace")?,
+                service: args.service_name.clone(),
+                ca_secret: args.ca_secret_name.clone(),
+                webhook_config: args.webhook_config_name.clone(),
+                extra_ips: args.cert_ips.clone(),
+                cert_days: args.self_managed_cert_days,
+            };
+            let client = kube::Client::try_default().await.context("connecting to the Kubernetes API for --self-managed")?;
+            let (ca, store) = selfmanaged::bootstrap(&client, &cfg).await?;
+            tokio::spawn(selfmanaged::maintain(client, cfg, ca, store.clone(), Duration::from_secs(60)));
+            (store, None)
+        } else if args.self_signed {
+            let ca = Ca::generate("migration-injector self-signed CA", 365)?;
+            let pair = ca.issue_server(&["localhost".to_owned()], &["127.0.0.1".parse()?, "::1".parse()?], 365)?;
+            if let Some(path) = &args.self_signed_ca_out {
+                std::fs::write(path, ca.cert_pem()).with_context(|| format!("writing the CA to {}", path.display()))?;
+                eprintln!("wrote the self-signed CA to {}", path.display());
+            }
+            let key = tls::certified_key(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes(), "self-signed pair")?;
+            (CertStore::new(key), None)
+        } else {
+            let (Some(cert), Some(key)) = (args.tls_cert_file.clone(), args.tls_key_file.clone()) else {
+                bail!("give --tls-cert-file and --tls-key-file, --self-signed or --self-managed");
+            };
+            let mut files = CertFiles::new(cert, key);
+            let loaded = files.reload()?.context("no certificate loaded")?;
+            (CertStore::new(loaded), Some(files))
+        };
         metrics::record_cert(&store);
         let tls_config = tls::server_config(store.clone())?;
         let state = AppState::new(config, limits.clone(), store.clone());

@@ -338,6 +338,82 @@ def s10_helm_chart_url_mode():
     check_guide_injection(get("deployment", "via-chart")["spec"]["template"]["spec"])
 
 
+def s11_self_managed_replicas_race():
+    """Two `serve --self-managed` replicas start at once, as the chart's ServiceAccount with only
+    the chart's RBAC: exactly one CA exists, and the stored caBundle verifies both."""
+    import ssl
+    import socket
+    render = os.path.join(REPO, "tests", "helm", "render-for-apiserver.sh")
+    out = os.path.join(WORK, "chart-self-managed.yaml")
+    port_b = PORT + 1 if PORT < 65000 else PORT - 1
+    env = dict(os.environ, TLS_MODE="selfManaged")
+    subprocess.run([render, out, "--set", f"webhook.url=https://127.0.0.1:{PORT}/mutate",
+                    "--set", "deployment.enabled=false"], check=True, capture_output=True, env=env)
+    import yaml  # PyYAML: a dependency of the chart tests as well
+    docs = [d for d in yaml.safe_load_all(open(out)) if d]
+    mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+    role = next(d for d in docs if d["kind"] == "Role")
+    ca_secret = next(r["resourceNames"][0] for r in role["rules"] if r.get("resourceNames"))
+    if any("caBundle" in w["clientConfig"] for w in mwc["webhooks"]):
+        raise AssertionError("selfManaged mode must not render a caBundle")
+    for w in mwc["webhooks"]:
+        w["namespaceSelector"] = {"matchLabels": {"self-managed-e2e": "yes"}}
+    kubectl("create", "namespace", "migration-injector", check=False)
+    kubectl("apply", "-n", "migration-injector", "-f", "-",
+            input="\n---\n".join(json.dumps(d) for d in docs))
+    kubectl("create", "namespace", "self-managed")
+    kubectl("label", "namespace", "self-managed", "self-managed-e2e=yes")
+
+    restricted = os.path.join(WORK, "kubeconfig-injector")
+    open(restricted, "w").write(open(os.environ["KUBECONFIG"]).read().replace(
+        "token: e2e-admin-token", "token: e2e-injector-token"))
+    # Least privilege: the ServiceAccount cannot read other Secrets.
+    kubectl("create", "secret", "generic", "unrelated", "-n", "migration-injector", "--from-literal=a=b")
+    p = subprocess.run(["kubectl", "--kubeconfig", restricted, "get", "secret", "unrelated",
+                        "-n", "migration-injector"], capture_output=True, text=True)
+    if p.returncode == 0 or "forbidden" not in p.stderr.lower():
+        raise AssertionError(f"the ServiceAccount could read an unrelated Secret: {p.stderr!r}")
+
+    procs = []
+    for port, admin in ((PORT, ADMIN), (port_b, ADMIN + 1 if ADMIN < 65000 else ADMIN - 1)):
+        log = open(os.path.join(WORK, f"self-managed-{port}.log"), "w")
+        procs.append((port, admin, subprocess.Popen(
+            [BIN, "serve", "--self-managed", "--namespace", "migration-injector",
+             "--service-name", "migration-injector", "--ca-secret-name", ca_secret,
+             "--webhook-config-name", mwc["metadata"]["name"], "--cert-ips", "127.0.0.1",
+             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+            stdout=log, stderr=log, env=dict(os.environ, KUBECONFIG=restricted))))
+    try:
+        for port, admin, proc in procs:
+            for _ in range(100):
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1).status == 200:
+                        break
+                except OSError:
+                    if proc.poll() is not None:
+                        raise AssertionError(f"self-managed replica on {port} exited: "
+                                             + open(os.path.join(WORK, f"self-managed-{port}.log")).read())
+                    time.sleep(0.1)
+        secret = get("secret", ca_secret, ns="migration-injector")
+        ca_pem = base64.b64decode(secret["data"]["ca.crt"]).decode()
+        stored = get("mutatingwebhookconfiguration", mwc["metadata"]["name"], ns="default")
+        bundles = {w["clientConfig"].get("caBundle") for w in stored["webhooks"]}
+        eq(bundles, {base64.b64encode(ca_pem.encode()).decode()}, "caBundle = the one shared CA")
+        for port, _, _ in procs:
+            ctx = ssl.create_default_context(cadata=ca_pem)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+                    if not tls.getpeercert():
+                        raise AssertionError(f"replica on {port} presented no certificate")
+        time.sleep(1)
+        apply(guide_deployment("self-managed"), ns="self-managed")
+        check_guide_injection(get("deployment", "self-managed", ns="self-managed")["spec"]["template"]["spec"])
+    finally:
+        for _, _, proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+
+
 def main():
     webhook = Webhook()
     webhook.start()
@@ -354,6 +430,7 @@ def main():
         ("8 webhook down with failurePolicy Fail, then back", lambda: s8_webhook_down(webhook)),
         ("9 kind e2e manifests pass server-side validation", s9_kind_manifests_valid),
         ("10 Helm chart (url mode) installs and mutates", s10_helm_chart_url_mode),
+        ("11 self-managed certificates: two replicas race, one CA", s11_self_managed_replicas_race),
     ]
     only = os.environ.get("E2E_ONLY")
     for title, fn in scenarios:

@@ -15,6 +15,9 @@ Each EXPR is a Python expression evaluated against the render; it must be truthy
   nsexpr            {key: (operator, values)} of wh.namespaceSelector.matchExpressions
   dep, pod, ctr     the Deployment, its pod spec and its first container (None if absent)
   env               {name: value} of ctr.env, envnames the ordered names
+  envvar            {name: EnvVar object} of ctr.env (for valueFrom)
+  named(kind, name) the object of that kind and metadata.name
+  rules_of(kind)    the rules of the single Role/ClusterRole, each with sorted lists
   secret_data(name) decoded data of a Secret
   cert_ok(ca_b64, crt_b64, dns)  openssl verifies crt against ca and its SANs include dns
 Prints one line per expression; exits 1 if any is false or raises.
@@ -70,6 +73,18 @@ def build(docs):
     envlist = (ctr or {}).get("env") or []
     ns["env"] = {e["name"]: e.get("value") for e in envlist}
     ns["envnames"] = [e["name"] for e in envlist]
+    ns["envvar"] = {e["name"]: e for e in envlist}
+
+    def named(kind, name):
+        found = [d for d in all_of(kind) if d["metadata"]["name"] == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one {kind} {name}, found {len(found)}")
+        return found[0]
+
+    def rules_of(kind):
+        return [{k: sorted(v) if isinstance(v, list) else v for k, v in r.items()} for r in one(kind)["rules"]]
+
+    ns.update(named=named, rules_of=rules_of)
 
     def secret_data(name):
         for s in all_of("Secret"):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the Helm chart charts/migration-injector, offline (no cluster needed):
 #   helm lint --strict; helm template for every TLS mode and the main value combinations, each
-#   asserted with tests/helm/check_render.py; schema rejections; matchConditions/PDB gating by
+#   asserted with tests/helm/check_render.py; RBAC exactly in tls.mode=selfManaged; schema rejections; matchConditions/PDB gating by
 #   --kube-version/--api-versions; manifests/install.yaml freshness; render-for-apiserver.sh;
 #   values.schema.json strictness; README coverage of every value; the matchConditions CEL
 #   evaluated with cel-cpp (skipped if cel-expr-python cannot be installed); yamllint,
@@ -70,7 +70,9 @@ echo "helm: $HELM ($("$HELM" version --short))"
 section "helm lint --strict"
 for flags in "" "--set tls.mode=helm" "--set tls.mode=existingSecret --set tls.existingSecret=s --set tls.caBundle=QUJD" \
              "--set tls.mode=url --set webhook.url=https://10.0.0.1:8443/mutate --set deployment.enabled=false" \
-             "--set serviceMonitor.enabled=true --set networkPolicy.enabled=true"; do
+             "--set serviceMonitor.enabled=true --set networkPolicy.enabled=true" \
+             "--set tls.mode=selfManaged" \
+             "--set tls.mode=selfManaged --set webhook.url=https://10.0.0.1:8443/mutate --set deployment.enabled=false"; do
   # shellcheck disable=SC2086 # flags are meant to split
   if "$HELM" lint --strict "$CHART" $flags >"$WORK/lint.out" 2>&1; then
     pass "lint ${flags:-(defaults)}"
@@ -173,6 +175,68 @@ case_ url-with-deployment --set tls.mode=url --set webhook.url=https://mi.exampl
 reject url-missing "webhook.url is required" --set tls.mode=url
 reject url-wrong-mode "webhook.url is only used with tls.mode=url" --set webhook.url=https://10.1.2.3/mutate
 reject url-http "webhook.url" --set tls.mode=url --set webhook.url=http://10.1.2.3/mutate
+
+section "TLS mode selfManaged (the binary manages its CA, certificate and caBundle)"
+# The exact least-privilege rules; rules_of() sorts each list.
+SM_ROLE="[{'apiGroups': [''], 'resources': ['secrets'], 'resourceNames': ['$FULL-ca'], 'verbs': ['get']}, {'apiGroups': [''], 'resources': ['secrets'], 'verbs': ['create']}]"
+SM_CLUSTERROLE="[{'apiGroups': ['admissionregistration.k8s.io'], 'resources': ['mutatingwebhookconfigurations'], 'resourceNames': ['$FULL'], 'verbs': ['get', 'patch']}]"
+SM_SUBJECTS="[{'kind': 'ServiceAccount', 'name': '$FULL', 'namespace': '$NS'}]"
+SM_ENV="['MIGRATION_INJECTOR_LISTEN','MIGRATION_INJECTOR_ADMIN_LISTEN','MIGRATION_INJECTOR_SELF_MANAGED','MIGRATION_INJECTOR_NAMESPACE','MIGRATION_INJECTOR_SERVICE_NAME','MIGRATION_INJECTOR_CA_SECRET_NAME','MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME']"
+case_ selfmanaged --set tls.mode=selfManaged -- \
+  "kinds == sorted(['ClusterRole','ClusterRoleBinding','Deployment','MutatingWebhookConfiguration','PodDisruptionBudget','Role','RoleBinding','Service','ServiceAccount'])" \
+  "not has('Secret') and not has('Certificate') and not has('Issuer')" \
+  "one('Role')['metadata']['name'] == '$FULL' and one('Role')['metadata']['namespace'] == '$NS'" \
+  "rules_of('Role') == $SM_ROLE" \
+  "one('RoleBinding')['metadata']['name'] == '$FULL' and one('RoleBinding')['metadata']['namespace'] == '$NS'" \
+  "one('RoleBinding')['roleRef'] == {'apiGroup': 'rbac.authorization.k8s.io', 'kind': 'Role', 'name': '$FULL'}" \
+  "one('RoleBinding')['subjects'] == $SM_SUBJECTS" \
+  "one('ClusterRole')['metadata']['name'] == '$FULL' and 'namespace' not in one('ClusterRole')['metadata']" \
+  "rules_of('ClusterRole') == $SM_CLUSTERROLE" \
+  "one('ClusterRoleBinding')['metadata']['name'] == '$FULL' and 'namespace' not in one('ClusterRoleBinding')['metadata']" \
+  "one('ClusterRoleBinding')['roleRef'] == {'apiGroup': 'rbac.authorization.k8s.io', 'kind': 'ClusterRole', 'name': '$FULL'}" \
+  "one('ClusterRoleBinding')['subjects'] == $SM_SUBJECTS" \
+  "mwc['metadata']['name'] == '$FULL'" \
+  "envnames == $SM_ENV" \
+  "env['MIGRATION_INJECTOR_SELF_MANAGED'] == 'true'" \
+  "envvar['MIGRATION_INJECTOR_NAMESPACE'] == {'name': 'MIGRATION_INJECTOR_NAMESPACE', 'valueFrom': {'fieldRef': {'apiVersion': 'v1', 'fieldPath': 'metadata.namespace'}}}" \
+  "env['MIGRATION_INJECTOR_SERVICE_NAME'] == '$FULL' == one('Service')['metadata']['name']" \
+  "env['MIGRATION_INJECTOR_CA_SECRET_NAME'] == '$FULL-ca'" \
+  "env['MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME'] == '$FULL'" \
+  "not any(n.startswith('MIGRATION_INJECTOR_TLS_') for n in envnames)" \
+  "'volumes' not in pod and 'volumeMounts' not in ctr" \
+  "pod['automountServiceAccountToken'] is True and pod['serviceAccountName'] == '$FULL'" \
+  "one('ServiceAccount')['metadata']['name'] == '$FULL' and one('ServiceAccount')['automountServiceAccountToken'] is False" \
+  "'caBundle' not in wh['clientConfig'] and 'url' not in wh['clientConfig']" \
+  "wh['clientConfig']['service'] == {'name': '$FULL', 'namespace': '$NS', 'path': '/mutate', 'port': 443}" \
+  "not (mwc['metadata'].get('annotations') or {})" \
+  "ctr['securityContext']['readOnlyRootFilesystem'] is True"
+case_ selfmanaged-opts --set tls.mode=selfManaged --set 'tls.selfManaged.extraIPs={10.0.0.5,fd00::1}' \
+  --set tls.selfManaged.certDays=30 --set serviceAccount.create=false --set serviceAccount.name=webhook-sa \
+  --set fullnameOverride=mi --set config.logLevel=debug -- \
+  "env['MIGRATION_INJECTOR_CERT_IPS'] == '10.0.0.5,fd00::1'" \
+  "env['MIGRATION_INJECTOR_SELF_MANAGED_CERT_DAYS'] == '30'" \
+  "env['MIGRATION_INJECTOR_LOG_LEVEL'] == 'debug'" \
+  "env['MIGRATION_INJECTOR_SERVICE_NAME'] == 'mi' and env['MIGRATION_INJECTOR_CA_SECRET_NAME'] == 'mi-ca'" \
+  "env['MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME'] == 'mi' == mwc['metadata']['name']" \
+  "not has('ServiceAccount') and pod['serviceAccountName'] == 'webhook-sa'" \
+  "one('RoleBinding')['subjects'] == one('ClusterRoleBinding')['subjects'] == [{'kind': 'ServiceAccount', 'name': 'webhook-sa', 'namespace': '$NS'}]" \
+  "one('Role')['rules'][0]['resourceNames'] == ['mi-ca'] and one('ClusterRole')['rules'][0]['resourceNames'] == ['mi']"
+case_ selfmanaged-url --set tls.mode=selfManaged --set webhook.url=https://10.1.2.3:8443/mutate --set deployment.enabled=false -- \
+  "kinds == sorted(['ClusterRole','ClusterRoleBinding','MutatingWebhookConfiguration','Role','RoleBinding','ServiceAccount'])" \
+  "wh['clientConfig'] == {'url': 'https://10.1.2.3:8443/mutate'}" \
+  "rules_of('Role') == $SM_ROLE and rules_of('ClusterRole') == $SM_CLUSTERROLE" \
+  "one('RoleBinding')['subjects'] == one('ClusterRoleBinding')['subjects'] == $SM_SUBJECTS"
+case_ selfmanaged-url-deployment --set tls.mode=selfManaged --set webhook.url=https://mi.example.com/mutate -- \
+  "has('Deployment') and has('Service') and 'volumes' not in pod" \
+  "wh['clientConfig'] == {'url': 'https://mi.example.com/mutate'}"
+reject selfmanaged-cabundle "tls.caBundle is not used with tls.mode=selfManaged" --set tls.mode=selfManaged --set tls.caBundle=QUJD
+reject selfmanaged-existing "tls.existingSecret is not used with tls.mode=selfManaged" --set tls.mode=selfManaged --set tls.existingSecret=s
+reject selfmanaged-certfile "config.tlsCertFile and config.tlsKeyFile cannot be used with tls.mode=selfManaged" \
+  --set tls.mode=selfManaged --set config.tlsCertFile=/x/tls.crt
+reject selfmanaged-http "webhook.url" --set tls.mode=selfManaged --set webhook.url=http://10.1.2.3/mutate
+reject selfmanaged-bad-ip "extraIPs" --set tls.mode=selfManaged --set 'tls.selfManaged.extraIPs={my-host}'
+reject selfmanaged-days "certDays" --set tls.mode=selfManaged --set tls.selfManaged.certDays=0
+reject selfmanaged-typo "extraIps" --set tls.mode=selfManaged --set 'tls.selfManaged.extraIps={10.0.0.1}'
 
 section "webhook kind toggles"
 for kind in deployments:deployments statefulSets:statefulsets daemonSets:daemonsets replicaSets:replicasets \
@@ -324,13 +388,22 @@ case_ digest --set image.digest=sha256:0123456789abcdef0123456789abcdef012345678
 case_ no-deployment --set deployment.enabled=false --set serviceMonitor.enabled=true --set networkPolicy.enabled=true -- \
   "kinds == sorted(['Certificate','Certificate','Issuer','Issuer','MutatingWebhookConfiguration'])"
 
-section "no RBAC in any render"
+section "RBAC only in selfManaged renders"
+n_other=0 n_sm=0
 for f in "$WORK"/*.yaml; do
   n=$(basename "$f" .yaml)
   [ -s "$f" ] || continue
-  python3 "$CHECK" "$f" "$RBAC_ABSENT" >/dev/null 2>&1 || fail "RBAC object in render $n"
+  case $n in
+    selfmanaged*)
+      n_sm=$((n_sm + 1))
+      python3 "$CHECK" "$f" "all(has(k) for k in ('Role','RoleBinding','ClusterRole','ClusterRoleBinding'))" >/dev/null 2>&1 \
+        || fail "RBAC missing in selfManaged render $n" ;;
+    *)
+      n_other=$((n_other + 1))
+      python3 "$CHECK" "$f" "$RBAC_ABSENT" >/dev/null 2>&1 || fail "RBAC object in render $n" ;;
+  esac
 done
-pass "no Role/RoleBinding/ClusterRole/ClusterRoleBinding in $(find "$WORK" -name '*.yaml' -size +0 | wc -l) renders"
+pass "no Role/RoleBinding/ClusterRole/ClusterRoleBinding in $n_other renders of other modes, all four in $n_sm selfManaged renders"
 
 section "tests/helm/render-for-apiserver.sh (v1.20 API server)"
 if HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$WORK/apiserver.yaml" \
@@ -343,6 +416,24 @@ if HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$WORK/apiserver.yaml" 
     "not has('Certificate') and not has('Issuer') and not has('Secret')"
 else
   fail "render-for-apiserver.sh: $(cat "$WORK/apiserver.err")"
+fi
+if TLS_MODE=selfManaged HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$WORK/apiserver-sm.yaml" \
+    --set webhook.url=https://127.0.0.1:18443/mutate --set deployment.enabled=false >/dev/null 2>"$WORK/apiserver-sm.err"; then
+  check apiserver-sm \
+    "docs[0]['kind'] == 'Namespace' and docs[0]['metadata']['labels']['kubernetes.io/metadata.name'] == 'migration-injector'" \
+    "wh['clientConfig'] == {'url': 'https://127.0.0.1:18443/mutate'}" \
+    "'matchConditions' not in wh" \
+    "kinds == sorted(['Namespace','ClusterRole','ClusterRoleBinding','MutatingWebhookConfiguration','Role','RoleBinding','ServiceAccount'])" \
+    "one('Role')['metadata']['namespace'] == 'migration-injector' and one('Role')['rules'][0]['resourceNames'] == ['migration-injector-ca']" \
+    "one('ClusterRole')['rules'][0]['resourceNames'] == ['migration-injector'] == [mwc['metadata']['name']]" \
+    "all(d['apiVersion'] == 'rbac.authorization.k8s.io/v1' for d in docs if d['kind'].endswith(('Role', 'RoleBinding')))"
+else
+  fail "render-for-apiserver.sh TLS_MODE=selfManaged: $(cat "$WORK/apiserver-sm.err")"
+fi
+if TLS_MODE=bogus HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$WORK/apiserver-bogus.out" >/dev/null 2>&1; then
+  fail "render-for-apiserver.sh accepted TLS_MODE=bogus"
+else
+  pass "render-for-apiserver.sh rejects TLS_MODE=bogus"
 fi
 
 section "manifests/install.yaml is up to date"
@@ -411,6 +502,14 @@ if "$HELM" template "$REL" "$WORK/notes-chart" --namespace "$NS" --kube-version 
 else
   fail "NOTES.txt: $(head -20 "$WORK/notes.out")"
 fi
+if "$HELM" template "$REL" "$WORK/notes-chart" --namespace "$NS" --set tls.mode=selfManaged -s templates/zz-notes.yaml >"$WORK/notes-sm.out" 2>&1 \
+   && grep -q "TLS mode: selfManaged" "$WORK/notes-sm.out" && grep -q "CA Secret" "$WORK/notes-sm.out" \
+   && grep -q "$FULL-ca in $NS" "$WORK/notes-sm.out" \
+   && grep -q "kubectl get mutatingwebhookconfiguration $FULL " "$WORK/notes-sm.out"; then
+  pass "NOTES.txt in selfManaged mode names the CA Secret and the webhook configuration"
+else
+  fail "NOTES.txt (selfManaged): $(head -30 "$WORK/notes-sm.out")"
+fi
 
 section "matchConditions CEL evaluated with cel-cpp"
 # cel-expr-python (Google's cel-cpp) is a native wheel, cached per Python version. `pip install
@@ -435,7 +534,8 @@ fi
 section "linters (when installed)"
 if command -v yamllint >/dev/null; then
   if yamllint -d '{extends: default, rules: {line-length: {max: 120, allow-non-breakable-inline-mappings: true}, indentation: {indent-sequences: whatever}}}' \
-      "$ROOT/manifests/install.yaml" "$WORK/default.yaml" "$WORK/helm.yaml" "$WORK/apiserver.yaml" "$WORK/config.yaml" "$WORK/optional.yaml"; then
+      "$ROOT/manifests/install.yaml" "$WORK/default.yaml" "$WORK/helm.yaml" "$WORK/apiserver.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" \
+      "$WORK/selfmanaged.yaml" "$WORK/selfmanaged-opts.yaml" "$WORK/apiserver-sm.yaml"; then
     pass yamllint
   else
     fail yamllint
@@ -445,7 +545,8 @@ else
 fi
 if command -v kubernetes-validate >/dev/null; then
   # cert-manager and Prometheus Operator kinds have no bundled schema: only warnings.
-  if kubernetes-validate --strict -k 1.33.0 "$ROOT/manifests/install.yaml" "$WORK/helm.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" >"$WORK/kv.out" 2>&1 \
+  if kubernetes-validate --strict -k 1.33.0 "$ROOT/manifests/install.yaml" "$WORK/helm.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" \
+       "$WORK/selfmanaged.yaml" "$WORK/selfmanaged-opts.yaml" >"$WORK/kv.out" 2>&1 \
      && ! grep -q '^ERROR' "$WORK/kv.out"; then
     pass "kubernetes-validate (1.33)"
   else

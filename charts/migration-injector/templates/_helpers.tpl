@@ -72,6 +72,16 @@ app.kubernetes.io/component: admission-webhook
 {{- include "migration-injector.fullname" . }}
 {{- end }}
 
+{{/* Name of the (cluster-scoped) MutatingWebhookConfiguration. */}}
+{{- define "migration-injector.webhookConfigName" -}}
+{{- include "migration-injector.fullname" . }}
+{{- end }}
+
+{{/* tls.mode=selfManaged: the Secret in the release namespace holding the CA the replicas share. */}}
+{{- define "migration-injector.caSecretName" -}}
+{{- printf "%s-ca" (include "migration-injector.fullname" .) }}
+{{- end }}
+
 {{/* DNS names of the in-cluster Service, for the serving certificate. */}}
 {{- define "migration-injector.dnsNames" -}}
 {{- $svc := include "migration-injector.serviceName" . }}
@@ -141,8 +151,10 @@ the way is guarded with has().
 {{- end }}
 
 {{/*
-The server's environment: listen addresses and TLS files always (they must match the ports and
-the mounted Secret), every other config value only when it is set (not null, not "").
+The server's environment: listen addresses always (they must match the ports), then either the
+TLS files (they must match the mounted Secret) or, with tls.mode=selfManaged, the self-managed
+settings (--tls-cert-file/--tls-key-file conflict with --self-managed, so they are never set
+then); every other config value only when it is set (not null, not "").
 Integers are printed with int64 (Helm may hand them over as json.Number or float64).
 */}}
 {{- define "migration-injector.env" -}}
@@ -151,8 +163,26 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
 {{- $env := list }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_LISTEN" "value" ($c.listen | default (printf "0.0.0.0:%d" (int64 .Values.containerPorts.webhook)))) }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_ADMIN_LISTEN" "value" ($c.adminListen | default (printf "0.0.0.0:%d" (int64 .Values.containerPorts.admin)))) }}
+{{- if eq .Values.tls.mode "selfManaged" }}
+{{- if or $c.tlsCertFile $c.tlsKeyFile }}
+{{- fail "config.tlsCertFile and config.tlsKeyFile cannot be used with tls.mode=selfManaged (the binary issues its own certificate; --tls-cert-file/--tls-key-file conflict with --self-managed)" }}
+{{- end }}
+{{- $sm := .Values.tls.selfManaged }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_SELF_MANAGED" "value" "true") }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_NAMESPACE" "valueFrom" (dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.namespace"))) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_SERVICE_NAME" "value" (include "migration-injector.serviceName" .)) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_CA_SECRET_NAME" "value" (include "migration-injector.caSecretName" .)) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME" "value" (include "migration-injector.webhookConfigName" .)) }}
+{{- with $sm.extraIPs }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_CERT_IPS" "value" (join "," .)) }}
+{{- end }}
+{{- if not (kindIs "invalid" $sm.certDays) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_SELF_MANAGED_CERT_DAYS" "value" ($sm.certDays | int64 | toString)) }}
+{{- end }}
+{{- else }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_TLS_CERT_FILE" "value" ($c.tlsCertFile | default (printf "%s/tls.crt" $tlsDir))) }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_TLS_KEY_FILE" "value" ($c.tlsKeyFile | default (printf "%s/tls.key" $tlsDir))) }}
+{{- end }}
 {{- $ints := list
       (list "MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL" $c.certReloadInterval)
       (list "MIGRATION_INJECTOR_MAX_BODY_BYTES" $c.maxBodyBytes)
