@@ -43,6 +43,17 @@ def exists(kind, name, ns="default"):
     return kubectl("get", kind, name, "-n", ns, check=False).returncode == 0
 
 
+def free_ports(n):
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def eq(actual, expected, what):
     if actual != expected:
         raise AssertionError(f"{what}:\n  expected {json.dumps(expected)}\n  actual   {json.dumps(actual)}")
@@ -345,9 +356,9 @@ def s11_self_managed_replicas_race():
     import socket
     render = os.path.join(REPO, "tests", "helm", "render-for-apiserver.sh")
     out = os.path.join(WORK, "chart-self-managed.yaml")
-    port_b = PORT + 1 if PORT < 65000 else PORT - 1
+    ports = free_ports(4)
     env = dict(os.environ, TLS_MODE="selfManaged")
-    subprocess.run([render, out, "--set", f"webhook.url=https://127.0.0.1:{PORT}/mutate",
+    subprocess.run([render, out, "--set", f"webhook.url=https://127.0.0.1:{ports[0]}/mutate",
                     "--set", "deployment.enabled=false"], check=True, capture_output=True, env=env)
     import yaml  # PyYAML: a dependency of the chart tests as well
     docs = [d for d in yaml.safe_load_all(open(out)) if d]
@@ -375,7 +386,7 @@ def s11_self_managed_replicas_race():
         raise AssertionError(f"the ServiceAccount could read an unrelated Secret: {p.stderr!r}")
 
     procs = []
-    for port, admin in ((PORT, ADMIN), (port_b, ADMIN + 1 if ADMIN < 65000 else ADMIN - 1)):
+    for port, admin in ((ports[0], ports[1]), (ports[2], ports[3])):
         log = open(os.path.join(WORK, f"self-managed-{port}.log"), "w")
         procs.append((port, admin, subprocess.Popen(
             [BIN, "serve", "--self-managed", "--namespace", "migration-injector",
