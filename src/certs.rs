@@ -146,18 +146,20 @@ mod tests {
         // A CA read back from PEM issues certificates that chain to the same CA.
         let again = Ca::from_pem(&ca.cert_pem(), &ca.key_pem()).unwrap();
         let c = again.issue_server(&["x".into()], &[], 1).unwrap();
-        let leaf = rustls::pki_types::CertificateDer::from(
-            pem_der(&c.cert_pem),
-        );
+        let leaf = rustls::pki_types::CertificateDer::from(pem_der(&c.cert_pem));
         let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
         let ca_der = pem_der(&ca.cert_pem());
         let (_, ca_parsed) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         assert_eq!(parsed.issuer(), ca_parsed.subject());
-        parsed.verify_signature(Some(ca_parsed.public_key())).unwrap();
+        parsed
+            .verify_signature(Some(ca_parsed.public_key()))
+            .unwrap();
     }
 
     fn pem_der(pem: &str) -> Vec<u8> {
         use rustls::pki_types::pem::PemObject;
-        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
     }
 }

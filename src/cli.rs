@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the mutating admission webhook (HTTPS) and its admin endpoints (HTTP).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the webhook's mutation to manifests and print the result.
     Inject(InjectArgs),
     /// Certificate tooling for the webhook's TLS.
@@ -89,13 +89,25 @@ pub struct ServeArgs {
     #[arg(long, env = "MIGRATION_INJECTOR_NAMESPACE")]
     pub namespace: Option<String>,
     /// With --self-managed: the webhook's Service, for the certificate's DNS names.
-    #[arg(long, env = "MIGRATION_INJECTOR_SERVICE_NAME", default_value = "migration-injector")]
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_SERVICE_NAME",
+        default_value = "migration-injector"
+    )]
     pub service_name: String,
     /// With --self-managed: the Secret holding the shared CA.
-    #[arg(long, env = "MIGRATION_INJECTOR_CA_SECRET_NAME", default_value = "migration-injector-ca")]
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_CA_SECRET_NAME",
+        default_value = "migration-injector-ca"
+    )]
     pub ca_secret_name: String,
     /// With --self-managed: the MutatingWebhookConfiguration whose caBundle is kept current.
-    #[arg(long, env = "MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME", default_value = "migration-injector")]
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME",
+        default_value = "migration-injector"
+    )]
     pub webhook_config_name: String,
     /// With --self-managed: extra IP addresses for the serving certificate (comma-separated).
     #[arg(long, env = "MIGRATION_INJECTOR_CERT_IPS", value_delimiter = ',')]

@@ -10,7 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => run::serve(args),
+        Command::Serve(args) => run::serve(*args),
         Command::Inject(args) => run::inject(args),
         Command::Certs(cmd) => run::certs(cmd),
     };

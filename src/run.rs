@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use migration_injector::certs::{self, Ca};
 use migration_injector::cli::{CertsCommand, InjectArgs, LogFormat, ServeArgs};
+use migration_injector::selfmanaged::{self, SelfManaged};
 use migration_injector::server::{self, AppState, Limits};
 use migration_injector::tls::{self, CertFiles, CertStore};
-use migration_injector::selfmanaged::{self, SelfManaged};
 use migration_injector::{inject as injector, metrics};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -34,7 +34,9 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
         ..Limits::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         // Certificates are ready before any socket binds, so a bad pair fails the start.
         let (store, files) = if args.self_managed {

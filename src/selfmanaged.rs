@@ -65,7 +65,10 @@ pub async fn shared_ca(client: &Client, cfg: &SelfManaged) -> Result<Ca, SelfMan
     }
     let ca = Ca::generate(&format!("{} self-managed CA", cfg.service), CA_DAYS)?;
     let mut data = BTreeMap::new();
-    data.insert(CA_CERT_KEY.to_owned(), ByteString(ca.cert_pem().into_bytes()));
+    data.insert(
+        CA_CERT_KEY.to_owned(),
+        ByteString(ca.cert_pem().into_bytes()),
+    );
     data.insert(CA_KEY_KEY.to_owned(), ByteString(ca.key_pem().into_bytes()));
     let secret = Secret {
         metadata: ObjectMeta {
@@ -113,44 +116,73 @@ fn ca_from_secret(secret: &Secret, cfg: &SelfManaged) -> Result<Ca, SelfManagedE
 /// Issues a serving certificate from `ca` and puts it in `store`.
 pub fn issue_into(ca: &Ca, cfg: &SelfManaged, store: &CertStore) -> Result<(), SelfManagedError> {
     let pair = ca.issue_server(&cfg.dns_names(), &cfg.extra_ips, cfg.cert_days)?;
-    store.set(tls::certified_key(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes(), "self-managed pair")?);
+    store.set(tls::certified_key(
+        pair.cert_pem.as_bytes(),
+        pair.key_pem.as_bytes(),
+        "self-managed pair",
+    )?);
     Ok(())
 }
 
 /// Sets the caBundle of every webhook in the configuration to `ca_pem` where it differs.
 /// Returns whether anything was patched.
-pub async fn ensure_ca_bundle(client: &Client, cfg: &SelfManaged, ca_pem: &str) -> Result<bool, SelfManagedError> {
+pub async fn ensure_ca_bundle(
+    client: &Client,
+    cfg: &SelfManaged,
+    ca_pem: &str,
+) -> Result<bool, SelfManagedError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let current = api.get(&cfg.webhook_config).await?;
     let wanted = ca_pem.as_bytes();
     let mut ops = Vec::new();
     for (i, webhook) in current.webhooks.iter().flatten().enumerate() {
-        if webhook.client_config.ca_bundle.as_ref().is_some_and(|b| b.0 == wanted) {
+        if webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .is_some_and(|b| b.0 == wanted)
+        {
             continue;
         }
         // `test` first: if the list changed since we read it, the patch fails instead of
         // writing into the wrong webhook.
         ops.push(PatchOperation::Test(TestOperation {
-            path: PointerBuf::from_tokens(["webhooks".to_owned(), i.to_string(), "name".to_owned()]),
+            path: PointerBuf::from_tokens([
+                "webhooks".to_owned(),
+                i.to_string(),
+                "name".to_owned(),
+            ]),
             value: Value::String(webhook.name.clone()),
         }));
         ops.push(PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(["webhooks".to_owned(), i.to_string(), "clientConfig".to_owned(), "caBundle".to_owned()]),
+            path: PointerBuf::from_tokens([
+                "webhooks".to_owned(),
+                i.to_string(),
+                "clientConfig".to_owned(),
+                "caBundle".to_owned(),
+            ]),
             value: Value::String(base64::engine::general_purpose::STANDARD.encode(wanted)),
         }));
     }
     if ops.is_empty() {
         return Ok(false);
     }
-    api.patch(&cfg.webhook_config, &PatchParams::default(), &Patch::<()>::Json(json_patch::Patch(ops)))
-        .await?;
+    api.patch(
+        &cfg.webhook_config,
+        &PatchParams::default(),
+        &Patch::<()>::Json(json_patch::Patch(ops)),
+    )
+    .await?;
     tracing::info!(webhook_config = %cfg.webhook_config, "updated the caBundle");
     Ok(true)
 }
 
 /// Start-up: the shared CA, a serving certificate, and the caBundle. The caBundle patch is
 /// retried by [`maintain`] if it fails now (the configuration may be installed after us).
-pub async fn bootstrap(client: &Client, cfg: &SelfManaged) -> Result<(Ca, Arc<CertStore>), SelfManagedError> {
+pub async fn bootstrap(
+    client: &Client,
+    cfg: &SelfManaged,
+) -> Result<(Ca, Arc<CertStore>), SelfManagedError> {
     let ca = shared_ca(client, cfg).await?;
     let store = Arc::new(CertStore::default());
     issue_into(&ca, cfg, &store)?;
@@ -162,7 +194,13 @@ pub async fn bootstrap(client: &Client, cfg: &SelfManaged) -> Result<(Ca, Arc<Ce
 
 /// Keeps the serving certificate fresh (renewed when a third of its life is left) and the
 /// caBundle current (a `helm upgrade` may have reset it), checking every `interval`.
-pub async fn maintain(client: Client, cfg: SelfManaged, ca: Ca, store: Arc<CertStore>, interval: Duration) {
+pub async fn maintain(
+    client: Client,
+    cfg: SelfManaged,
+    ca: Ca,
+    store: Arc<CertStore>,
+    interval: Duration,
+) {
     let renew_before = i64::from(cfg.cert_days) * 86_400 / 3;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -23,6 +23,16 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 7] = [
+        Self::Deployment,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::ReplicaSet,
+        Self::Job,
+        Self::CronJob,
+        Self::Pod,
+    ];
+
     /// Maps an API group, version and kind to a handled kind; `None` for everything else.
     pub fn from_gvk(group: &str, version: &str, kind: &str) -> Option<Self> {
         match (group, version, kind) {

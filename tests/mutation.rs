@@ -6,7 +6,7 @@ mod support;
 use migration_injector::config::InjectorConfig;
 use migration_injector::workload::WorkloadKind::{self, *};
 use serde_json::{json, Value};
-use support::{apply, create, deny};
+use support::{apply, create, deny, remove_image};
 
 const IMAGE: &str = "ghcr.io/repo/migrations:v0.1.2";
 
@@ -155,16 +155,10 @@ fn removing_the_annotation_removes_exactly_what_was_injected() {
     d["spec"]["template"]["metadata"]["annotations"] = json!({"team": "db"});
     let stored = create(Deployment, &d);
     let mut updated = stored.clone();
-    updated["metadata"]["annotations"]
-        .as_object_mut()
-        .unwrap()
-        .remove("migrations.io/image");
+    remove_image(&mut updated);
     let (out, _, _) = apply(Deployment, &updated, &InjectorConfig::default(), true).unwrap();
     let mut expected = d.clone();
-    expected["metadata"]["annotations"]
-        .as_object_mut()
-        .unwrap()
-        .remove("migrations.io/image");
+    remove_image(&mut expected);
     assert_eq!(out, expected);
 
     // Without any other init container, volume or annotation, the fields disappear entirely.
@@ -503,15 +497,7 @@ fn workload(kind: WorkloadKind) -> Value {
 
 #[test]
 fn every_kind_is_injected_at_its_own_template() {
-    for kind in [
-        Deployment,
-        StatefulSet,
-        DaemonSet,
-        ReplicaSet,
-        Job,
-        CronJob,
-        Pod,
-    ] {
+    for kind in WorkloadKind::ALL {
         let obj = workload(kind);
         let out = create(kind, &obj);
         let t = template_of(kind, &out);
@@ -529,16 +515,10 @@ fn every_kind_is_injected_at_its_own_template() {
         assert_eq!(ops, 0, "{kind}: reinvocation patches");
         // Removing the opt-in restores the original (minus the annotation).
         let mut removed = out.clone();
-        removed["metadata"]["annotations"]
-            .as_object_mut()
-            .unwrap()
-            .remove("migrations.io/image");
+        remove_image(&mut removed);
         let (restored, _, _) = apply(kind, &removed, &InjectorConfig::default(), false).unwrap();
         let mut expected = obj.clone();
-        expected["metadata"]["annotations"]
-            .as_object_mut()
-            .unwrap()
-            .remove("migrations.io/image");
+        remove_image(&mut expected);
         if kind == Pod {
             // A Pod's metadata is its template's: the record lived in the same map.
             assert_eq!(restored["metadata"].get("annotations"), None);

@@ -26,15 +26,7 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        prop::sample::select(vec![
-            Deployment,
-            StatefulSet,
-            DaemonSet,
-            ReplicaSet,
-            Job,
-            CronJob,
-            Pod,
-        ]),
+        prop::sample::select(WorkloadKind::ALL.to_vec()),
         names(&["wait-for-db", "seed", "setup"]),
         names(&["cache", "data", "config"]),
         prop::collection::vec(any::<bool>(), 3),

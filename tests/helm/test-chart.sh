@@ -236,6 +236,7 @@ reject selfmanaged-certfile "config.tlsCertFile and config.tlsKeyFile cannot be 
 reject selfmanaged-http "webhook.url" --set tls.mode=selfManaged --set webhook.url=http://10.1.2.3/mutate
 reject selfmanaged-bad-ip "extraIPs" --set tls.mode=selfManaged --set 'tls.selfManaged.extraIPs={my-host}'
 reject selfmanaged-days "certDays" --set tls.mode=selfManaged --set tls.selfManaged.certDays=0
+reject selfmanaged-days-max "certDays" --set tls.mode=selfManaged --set tls.selfManaged.certDays=826
 reject selfmanaged-typo "extraIps" --set tls.mode=selfManaged --set 'tls.selfManaged.extraIps={10.0.0.1}'
 
 section "webhook kind toggles"

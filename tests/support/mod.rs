@@ -33,3 +33,10 @@ pub fn deny(kind: WorkloadKind, object: &Value) -> String {
     }
 }
 pub mod server;
+
+/// Removes `migrations.io/image` from the object's own annotations: the user opting out.
+pub fn remove_image(object: &mut Value) {
+    if let Some(a) = object["metadata"]["annotations"].as_object_mut() {
+        a.remove("migrations.io/image");
+    }
+}
