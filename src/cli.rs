@@ -24,7 +24,7 @@ pub enum Command {
     /// Run the mutating admission webhook (HTTPS) and its admin endpoints (HTTP).
     Serve(Box<ServeArgs>),
     /// Apply the webhook's mutation to manifests and print the result.
-    Inject(InjectArgs),
+    Inject(Box<InjectArgs>),
     /// Certificate tooling for the webhook's TLS.
     #[command(subcommand)]
     Certs(CertsCommand),

@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => run::serve(*args),
-        Command::Inject(args) => run::inject(args),
+        Command::Inject(args) => run::inject(*args),
         Command::Certs(cmd) => run::certs(cmd),
     };
     match result {
