@@ -99,7 +99,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "MIGRATION_INJECTOR_CA_SECRET_NAME",
-        default_value = "migration-injector-ca"
+        default_value = "migration-injector-self-managed-ca"
     )]
     pub ca_secret_name: String,
     /// With --self-managed: the MutatingWebhookConfiguration whose caBundle is kept current.

@@ -103,8 +103,9 @@ pub fn plan(
         template: template_annotations,
     };
     let recorded = template_annotations.get(Key::Injected);
-    // The common case, an object that never opted in: nothing to do, nothing allocated.
-    if layered.get(Key::Image).is_none() && recorded.is_none() {
+    // The common case, an object that never opted in: nothing to do, nothing allocated. Copies
+    // of a pod template made by a workload controller are left exactly as their parent's.
+    if (layered.get(Key::Image).is_none() && recorded.is_none()) || view.controlled {
         return Ok(Plan::default());
     }
 

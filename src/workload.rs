@@ -125,6 +125,32 @@ impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
 struct MetaView<'a> {
     #[serde(borrow, default)]
     annotations: Option<MigrationAnnotations<'a>>,
+    #[serde(borrow, default, rename = "ownerReferences")]
+    owner_references: Option<Vec<OwnerReference<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OwnerReference<'a> {
+    #[serde(borrow, default, rename = "apiVersion")]
+    api_version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    controller: Option<bool>,
+}
+
+impl MetaView<'_> {
+    /// Whether a workload controller of a handled kind created this object from its own pod
+    /// template (a Deployment's ReplicaSet, a ReplicaSet's Pod, a CronJob's Job...). That
+    /// template was mutated already; mutating the copy again would make it differ from its
+    /// parent's (a Deployment would then keep creating new ReplicaSets).
+    fn controlled_by_workload(&self) -> bool {
+        self.owner_references.iter().flatten().any(|o| {
+            o.controller == Some(true)
+                && WorkloadKind::from_api_version(&o.api_version, &o.kind)
+                    .is_some_and(|k| k != WorkloadKind::Pod)
+        })
+    }
 }
 
 /// The lists of a PodSpec the mutation reads, kept raw: most objects never opt in, and for them
@@ -182,6 +208,8 @@ pub struct WorkloadView<'a> {
     pub annotations: MigrationAnnotations<'a>,
     /// `None` when the object has no pod template at all.
     pub template: Option<TemplateView<'a>>,
+    /// Created by a handled workload's controller from its (already mutated) pod template.
+    pub controlled: bool,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +271,10 @@ pub struct ObjectView<'a> {
 impl<'a> ObjectView<'a> {
     /// Picks the pod template where `kind` keeps it.
     pub fn into_workload(self, kind: WorkloadKind) -> WorkloadView<'a> {
+        let controlled = self
+            .metadata
+            .as_ref()
+            .is_some_and(MetaView::controlled_by_workload);
         let annotations = self.metadata.as_ref().and_then(|m| m.annotations.clone());
         let template = match kind {
             WorkloadKind::Pod => Some(TemplateView {
@@ -265,6 +297,7 @@ impl<'a> ObjectView<'a> {
         WorkloadView {
             annotations: annotations.unwrap_or_default(),
             template,
+            controlled,
         }
     }
 }

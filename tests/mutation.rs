@@ -600,3 +600,37 @@ fn a_corrupt_record_is_ignored_with_a_warning() {
         RECORD
     );
 }
+
+#[test]
+fn copies_made_by_workload_controllers_are_left_alone() {
+    // A Deployment's ReplicaSet carries the injected template (with the record) but, like a
+    // Pod of that ReplicaSet or a Job of a CronJob, not always the opt-in: it must be stored
+    // exactly as its controller made it, neither stripped nor re-injected.
+    let deployment = create(Deployment, &guide_deployment());
+    let owner = |kind: &str, api: &str| json!([{"apiVersion": api, "kind": kind, "name": "p", "uid": "1", "controller": true}]);
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "rs", "ownerReferences": owner("Deployment", "apps/v1")},
+        "spec": {"selector": {"matchLabels": {"app": "nginx"}}, "template": deployment["spec"]["template"]}});
+    let mut pod = deployment["spec"]["template"].clone();
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["ownerReferences"] = owner("ReplicaSet", "apps/v1");
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "j", "annotations": {"migrations.io/image": "other:1"}, "ownerReferences": owner("CronJob", "batch/v1")},
+        "spec": {"template": deployment["spec"]["template"]}});
+    for (kind, obj) in [(ReplicaSet, &rs), (Pod, &pod), (Job, &job)] {
+        let (out, warnings, ops) = apply(kind, obj, &InjectorConfig::default(), false).unwrap();
+        assert_eq!((ops, warnings.len()), (0, 0), "{kind}");
+        assert_eq!(&out, obj);
+    }
+    // Owned by something else (an operator's custom resource), the object is handled as usual.
+    let mut foreign = rs.clone();
+    foreign["metadata"]["ownerReferences"] = owner("Rollout", "argoproj.io/v1alpha1");
+    let (out, _, _) = apply(ReplicaSet, &foreign, &InjectorConfig::default(), false).unwrap();
+    assert!(
+        out["spec"]["template"]["spec"]
+            .get("initContainers")
+            .is_none(),
+        "opt-out applies"
+    );
+}

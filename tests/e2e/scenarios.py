@@ -349,6 +349,31 @@ def s10_helm_chart_url_mode():
     check_guide_injection(get("deployment", "via-chart")["spec"]["template"]["spec"])
 
 
+def s12_controller_copies_untouched():
+    """A Deployment's ReplicaSet and that ReplicaSet's Pod carry the injected template (and the
+    record) but not the opt-in; no controller-manager runs here, so create them as it would."""
+    apply(guide_deployment("parent"))
+    d = get("deployment", "parent")
+    template = d["spec"]["template"]
+    owner = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "parent",
+              "uid": d["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": "parent-abc", "ownerReferences": owner, "labels": template["metadata"]["labels"]},
+          "spec": {"replicas": 1, "selector": d["spec"]["selector"], "template": template}}
+    kubectl("create", "-f", "-", input=json.dumps(rs))
+    stored = get("replicaset", "parent-abc")
+    eq(stored["spec"]["template"], template, "ReplicaSet template = its Deployment's")
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {**template["metadata"], "name": "parent-abc-1",
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "parent-abc",
+                                             "uid": stored["metadata"]["uid"], "controller": True}]},
+           "spec": template["spec"]}
+    kubectl("create", "-f", "-", input=json.dumps(pod))
+    stored_pod = get("pod", "parent-abc-1")
+    eq([c["name"] for c in stored_pod["spec"]["initContainers"]], ["migrate"], "Pod keeps the injected container")
+    eq(len(stored_pod["spec"]["volumes"]), 1, "Pod volumes")
+
+
 def s11_self_managed_replicas_race():
     """Two `serve --self-managed` replicas start at once, as the chart's ServiceAccount with only
     the chart's RBAC: exactly one CA exists, and the stored caBundle verifies both."""
@@ -370,8 +395,7 @@ def s11_self_managed_replicas_race():
     for w in mwc["webhooks"]:
         w["namespaceSelector"] = {"matchLabels": {"self-managed-e2e": "yes"}}
     kubectl("create", "namespace", "migration-injector", check=False)
-    kubectl("apply", "-n", "migration-injector", "-f", "-",
-            input="\n---\n".join(json.dumps(d) for d in docs))
+    kubectl("apply", "-n", "migration-injector", "-f", "-", input=yaml.safe_dump_all(docs))
     kubectl("create", "namespace", "self-managed")
     kubectl("label", "namespace", "self-managed", "self-managed-e2e=yes")
 
@@ -441,9 +465,13 @@ def main():
         ("8 webhook down with failurePolicy Fail, then back", lambda: s8_webhook_down(webhook)),
         ("9 kind e2e manifests pass server-side validation", s9_kind_manifests_valid),
         ("10 Helm chart (url mode) installs and mutates", s10_helm_chart_url_mode),
-        ("11 self-managed certificates: two replicas race, one CA", s11_self_managed_replicas_race),
+        ("11 controller-made copies of a template are left alone", s12_controller_copies_untouched),
+        ("12 self-managed certificates: two replicas race, one CA", s11_self_managed_replicas_race),
     ]
     only = os.environ.get("E2E_ONLY")
+    if only and not any(title.startswith(only + " ") for title, _ in scenarios):
+        print(f"E2E_ONLY={only} matches no scenario")
+        sys.exit(1)
     for title, fn in scenarios:
         if only and not title.startswith(only + " "):
             continue

@@ -5,7 +5,7 @@
 #   TLS_MODE=url (default): caBundle from --set tls.caBundle.
 #   TLS_MODE=selfManaged: no caBundle in the render (the chart refuses tls.caBundle then); the
 #     webhook (`serve --self-managed --namespace $NAMESPACE --service-name <fullname>
-#     --webhook-config-name <fullname> --ca-secret-name <fullname>-ca --cert-ips 127.0.0.1`, where
+#     --webhook-config-name <fullname> --ca-secret-name <fullname>-self-managed-ca --cert-ips 127.0.0.1`, where
 #     <fullname> is migration-injector for the default RELEASE) creates the CA Secret and patches
 #     the caBundle itself. The render also holds that mode's ServiceAccount <fullname>, Role,
 #     RoleBinding, ClusterRole and ClusterRoleBinding (all named <fullname>), even with

@@ -178,7 +178,7 @@ reject url-http "webhook.url" --set tls.mode=url --set webhook.url=http://10.1.2
 
 section "TLS mode selfManaged (the binary manages its CA, certificate and caBundle)"
 # The exact least-privilege rules; rules_of() sorts each list.
-SM_ROLE="[{'apiGroups': [''], 'resources': ['secrets'], 'resourceNames': ['$FULL-ca'], 'verbs': ['get']}, {'apiGroups': [''], 'resources': ['secrets'], 'verbs': ['create']}]"
+SM_ROLE="[{'apiGroups': [''], 'resources': ['secrets'], 'resourceNames': ['$FULL-self-managed-ca'], 'verbs': ['get']}, {'apiGroups': [''], 'resources': ['secrets'], 'verbs': ['create']}]"
 SM_CLUSTERROLE="[{'apiGroups': ['admissionregistration.k8s.io'], 'resources': ['mutatingwebhookconfigurations'], 'resourceNames': ['$FULL'], 'verbs': ['get', 'patch']}]"
 SM_SUBJECTS="[{'kind': 'ServiceAccount', 'name': '$FULL', 'namespace': '$NS'}]"
 SM_ENV="['MIGRATION_INJECTOR_LISTEN','MIGRATION_INJECTOR_ADMIN_LISTEN','MIGRATION_INJECTOR_SELF_MANAGED','MIGRATION_INJECTOR_NAMESPACE','MIGRATION_INJECTOR_SERVICE_NAME','MIGRATION_INJECTOR_CA_SECRET_NAME','MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME']"
@@ -200,7 +200,7 @@ case_ selfmanaged --set tls.mode=selfManaged -- \
   "env['MIGRATION_INJECTOR_SELF_MANAGED'] == 'true'" \
   "envvar['MIGRATION_INJECTOR_NAMESPACE'] == {'name': 'MIGRATION_INJECTOR_NAMESPACE', 'valueFrom': {'fieldRef': {'apiVersion': 'v1', 'fieldPath': 'metadata.namespace'}}}" \
   "env['MIGRATION_INJECTOR_SERVICE_NAME'] == '$FULL' == one('Service')['metadata']['name']" \
-  "env['MIGRATION_INJECTOR_CA_SECRET_NAME'] == '$FULL-ca'" \
+  "env['MIGRATION_INJECTOR_CA_SECRET_NAME'] == '$FULL-self-managed-ca'" \
   "env['MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME'] == '$FULL'" \
   "not any(n.startswith('MIGRATION_INJECTOR_TLS_') for n in envnames)" \
   "'volumes' not in pod and 'volumeMounts' not in ctr" \
@@ -216,11 +216,11 @@ case_ selfmanaged-opts --set tls.mode=selfManaged --set 'tls.selfManaged.extraIP
   "env['MIGRATION_INJECTOR_CERT_IPS'] == '10.0.0.5,fd00::1'" \
   "env['MIGRATION_INJECTOR_SELF_MANAGED_CERT_DAYS'] == '30'" \
   "env['MIGRATION_INJECTOR_LOG_LEVEL'] == 'debug'" \
-  "env['MIGRATION_INJECTOR_SERVICE_NAME'] == 'mi' and env['MIGRATION_INJECTOR_CA_SECRET_NAME'] == 'mi-ca'" \
+  "env['MIGRATION_INJECTOR_SERVICE_NAME'] == 'mi' and env['MIGRATION_INJECTOR_CA_SECRET_NAME'] == 'mi-self-managed-ca'" \
   "env['MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME'] == 'mi' == mwc['metadata']['name']" \
   "not has('ServiceAccount') and pod['serviceAccountName'] == 'webhook-sa'" \
   "one('RoleBinding')['subjects'] == one('ClusterRoleBinding')['subjects'] == [{'kind': 'ServiceAccount', 'name': 'webhook-sa', 'namespace': '$NS'}]" \
-  "one('Role')['rules'][0]['resourceNames'] == ['mi-ca'] and one('ClusterRole')['rules'][0]['resourceNames'] == ['mi']"
+  "one('Role')['rules'][0]['resourceNames'] == ['mi-self-managed-ca'] and one('ClusterRole')['rules'][0]['resourceNames'] == ['mi']"
 case_ selfmanaged-url --set tls.mode=selfManaged --set webhook.url=https://10.1.2.3:8443/mutate --set deployment.enabled=false -- \
   "kinds == sorted(['ClusterRole','ClusterRoleBinding','MutatingWebhookConfiguration','Role','RoleBinding','ServiceAccount'])" \
   "wh['clientConfig'] == {'url': 'https://10.1.2.3:8443/mutate'}" \
@@ -425,7 +425,7 @@ if TLS_MODE=selfManaged HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$
     "wh['clientConfig'] == {'url': 'https://127.0.0.1:18443/mutate'}" \
     "'matchConditions' not in wh" \
     "kinds == sorted(['Namespace','ClusterRole','ClusterRoleBinding','MutatingWebhookConfiguration','Role','RoleBinding','ServiceAccount'])" \
-    "one('Role')['metadata']['namespace'] == 'migration-injector' and one('Role')['rules'][0]['resourceNames'] == ['migration-injector-ca']" \
+    "one('Role')['metadata']['namespace'] == 'migration-injector' and one('Role')['rules'][0]['resourceNames'] == ['migration-injector-self-managed-ca']" \
     "one('ClusterRole')['rules'][0]['resourceNames'] == ['migration-injector'] == [mwc['metadata']['name']]" \
     "all(d['apiVersion'] == 'rbac.authorization.k8s.io/v1' for d in docs if d['kind'].endswith(('Role', 'RoleBinding')))"
 else
@@ -505,7 +505,7 @@ else
 fi
 if "$HELM" template "$REL" "$WORK/notes-chart" --namespace "$NS" --set tls.mode=selfManaged -s templates/zz-notes.yaml >"$WORK/notes-sm.out" 2>&1 \
    && grep -q "TLS mode: selfManaged" "$WORK/notes-sm.out" && grep -q "CA Secret" "$WORK/notes-sm.out" \
-   && grep -q "$FULL-ca in $NS" "$WORK/notes-sm.out" \
+   && grep -q "$FULL-self-managed-ca in $NS" "$WORK/notes-sm.out" \
    && grep -q "kubectl get mutatingwebhookconfiguration $FULL " "$WORK/notes-sm.out"; then
   pass "NOTES.txt in selfManaged mode names the CA Secret and the webhook configuration"
 else

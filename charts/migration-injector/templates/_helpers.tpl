@@ -6,7 +6,7 @@
 
 {{/*
 Full name: <release>-<chart>, or <release> when it already contains the chart name.
-Kept to 52 characters so that suffixed names (-ca, -tls, -selfsigned) stay valid.
+Kept to 52 characters so that suffixed names (-ca, -tls, -selfsigned; -self-managed-ca fits a Secret name too) stay valid.
 */}}
 {{- define "migration-injector.fullname" -}}
 {{- if .Values.fullnameOverride }}
@@ -79,7 +79,7 @@ app.kubernetes.io/component: admission-webhook
 
 {{/* tls.mode=selfManaged: the Secret in the release namespace holding the CA the replicas share. */}}
 {{- define "migration-injector.caSecretName" -}}
-{{- printf "%s-ca" (include "migration-injector.fullname" .) }}
+{{- printf "%s-self-managed-ca" (include "migration-injector.fullname" .) }}
 {{- end }}
 
 {{/* DNS names of the in-cluster Service, for the serving certificate. */}}
