@@ -5,6 +5,11 @@
 //! ([`plan`]) → patch ([`patch`]), wrapped by [`admission`] for the webhook and by [`inject`]
 //! for the CLI.
 #![forbid(unsafe_code)]
+// No panics on the request path: errors are answered, never unwrapped.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod admission;
 pub mod annotations;

@@ -200,7 +200,7 @@ pub fn quantity(s: &str) -> Result<i128, &'static str> {
         .checked_mul(1_000_000_000)
         .and_then(|v| v.checked_mul(scale_num))
         .ok_or(BAD)?;
-    let nanos = (numerator + denominator - 1) / denominator;
+    let nanos = numerator.checked_add(denominator - 1).ok_or(BAD)? / denominator;
     if negative {
         return Err("must not be negative");
     }
