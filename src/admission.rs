@@ -7,8 +7,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use kube::core::admission::{AdmissionResponse, Operation, META_API_VERSION_V1, META_KIND};
 use kube::core::Status;
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::InjectorConfig;
@@ -237,51 +236,10 @@ fn invalid(api_version: &str, uid: &str, message: String) -> Reviewed {
     }
 }
 
-/// An `AdmissionResponse` as the API server reads it. kube-core writes `patch` as an array of
-/// numbers (kube-rs#1781); the API documents base64, which every API server version decodes.
-struct Wire<'a>(&'a AdmissionResponse);
-
-impl Serialize for Wire<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.0;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("uid", &r.uid)?;
-        m.serialize_entry("allowed", &r.allowed)?;
-        if !r.allowed {
-            m.serialize_entry("status", &r.result)?;
-        }
-        if let Some(patch) = &r.patch {
-            m.serialize_entry("patchType", "JSONPatch")?;
-            m.serialize_entry(
-                "patch",
-                &base64::engine::general_purpose::STANDARD.encode(patch),
-            )?;
-        }
-        if !r.audit_annotations.is_empty() {
-            m.serialize_entry("auditAnnotations", &r.audit_annotations)?;
-        }
-        if let Some(w) = &r.warnings {
-            m.serialize_entry("warnings", w)?;
-        }
-        m.end()
-    }
-}
-
-struct WireReview<'a> {
-    api_version: &'a str,
-    response: &'a AdmissionResponse,
-}
-
-impl Serialize for WireReview<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("apiVersion", self.api_version)?;
-        m.serialize_entry("kind", META_KIND)?;
-        m.serialize_entry("response", &Wire(self.response))?;
-        m.end()
-    }
-}
-
+/// Writes an `AdmissionResponse` as the API server reads it. kube-core's own serialisation
+/// writes `patch` as an array of numbers (kube-rs#1781); the API documents base64, which every
+/// API server version decodes. The envelope is written directly: it is small and fixed, strings
+/// still go through serde_json for escaping, and the base64 patch needs none.
 fn encode(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
     // Echo the request's version (v1 or v1beta1: the response shape is the same).
     let api_version = if api_version.starts_with("admission.k8s.io/") {
@@ -289,14 +247,68 @@ fn encode(api_version: &str, response: &AdmissionResponse) -> Vec<u8> {
     } else {
         META_API_VERSION_V1
     };
-    let mut out = Vec::with_capacity(256 + response.patch.as_ref().map_or(0, |p| p.len() * 4 / 3));
-    // Serialising maps of strings to a Vec cannot fail.
-    let _ = serde_json::to_writer(
-        &mut out,
-        &WireReview {
-            api_version,
-            response,
-        },
-    );
+    let patch_len = response
+        .patch
+        .as_ref()
+        .and_then(|p| base64::encoded_len(p.len(), true))
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(160 + response.uid.len() + patch_len);
+    // Writing to a Vec cannot fail, so the results of to_writer are ignored.
+    out.extend_from_slice(b"{\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut out, api_version);
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(META_KIND.as_bytes());
+    out.extend_from_slice(b"\",\"response\":{\"uid\":");
+    let _ = serde_json::to_writer(&mut out, &response.uid);
+    if response.allowed {
+        out.extend_from_slice(b",\"allowed\":true");
+    } else {
+        out.extend_from_slice(b",\"allowed\":false,\"status\":");
+        let _ = serde_json::to_writer(&mut out, &response.result);
+    }
+    if let Some(patch) = &response.patch {
+        out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    if !response.audit_annotations.is_empty() {
+        out.extend_from_slice(b",\"auditAnnotations\":");
+        let _ = serde_json::to_writer(&mut out, &response.audit_annotations);
+    }
+    if let Some(warnings) = &response.warnings {
+        out.extend_from_slice(b",\"warnings\":");
+        let _ = serde_json::to_writer(&mut out, warnings);
+    }
+    out.extend_from_slice(b"}}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn encoded_reviews_are_json_with_a_base64_patch() {
+        let mut r = allowed("u\"1");
+        r.warnings = Some(vec!["w \"quoted\"".into()]);
+        let r = r.with_patch(json_patch::Patch(vec![])).unwrap();
+        let v: Value = serde_json::from_slice(&encode("admission.k8s.io/v1beta1", &r)).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+                "response": {"uid": "u\"1", "allowed": true, "patchType": "JSONPatch",
+                    "patch": "W10=", "warnings": ["w \"quoted\""]}})
+        );
+        let denied = allowed("2").deny("no");
+        let v: Value = serde_json::from_slice(&encode("bogus", &denied)).unwrap();
+        assert_eq!(v["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(v["response"]["allowed"], false);
+        assert_eq!(v["response"]["status"]["message"], "no");
+    }
 }

@@ -293,14 +293,18 @@ fn volume_in_use(spec: &PodSpecLists<'_>, volume: &str, injected: Option<&str>) 
         #[serde(default)]
         name: String,
     }
-    let lists = [spec.containers.as_deref(), spec.init_containers.as_deref()];
-    lists.into_iter().flatten().flatten().any(|c| {
+    let containers: Option<Vec<Item<'_>>> = spec
+        .containers
+        .and_then(|raw| serde_json::from_str(raw.get()).ok());
+    let lists = [containers.as_deref(), spec.init_containers.as_deref()];
+    let in_use = lists.into_iter().flatten().flatten().any(|c| {
         Some(&*c.name) != injected
             && serde_json::from_str::<Mounts>(c.raw.get())
                 .ok()
                 .and_then(|m| m.volume_mounts)
                 .is_some_and(|mounts| mounts.iter().any(|m| m.name == volume))
-    })
+    });
+    in_use
 }
 
 fn plan_volume(

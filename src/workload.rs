@@ -165,12 +165,13 @@ pub struct PodSpecView<'a> {
     pub containers: Option<&'a RawValue>,
 }
 
-/// The same lists, split into named items.
+/// The same lists, split into named items (`containers` only on demand: it is read only when
+/// an injected volume might still be in use).
 #[derive(Debug, Default)]
 pub struct PodSpecLists<'a> {
     pub init_containers: Option<Vec<Item<'a>>>,
     pub volumes: Option<Vec<Item<'a>>>,
-    pub containers: Option<Vec<Item<'a>>>,
+    pub containers: Option<&'a RawValue>,
 }
 
 impl<'a> PodSpecView<'a> {
@@ -186,7 +187,7 @@ impl<'a> PodSpecView<'a> {
         Ok(PodSpecLists {
             init_containers: split(self.init_containers, "initContainers")?,
             volumes: split(self.volumes, "volumes")?,
-            containers: split(self.containers, "containers")?,
+            containers: self.containers,
         })
     }
 }
