@@ -83,6 +83,9 @@ done
 
 # Every supported kind's resource, as the rules name them.
 ALL_RES="{'deployments','statefulsets','daemonsets','replicasets','jobs','cronjobs','pods'}"
+# The default: ReplicaSets and Pods are off (their controller-made copies are left alone anyway).
+DEFAULT_RES="{'deployments','statefulsets','daemonsets','jobs','cronjobs'}"
+ALL_ON=(--set webhook.kinds.replicaSets=true --set webhook.kinds.pods=true)
 RBAC_ABSENT="not any(has(k) for k in ('Role','RoleBinding','ClusterRole','ClusterRoleBinding'))"
 
 section "TLS mode certManager (default)"
@@ -95,10 +98,10 @@ case_ default -- \
   "wh['sideEffects'] == 'None' and wh['admissionReviewVersions'] == ['v1']" \
   "wh['reinvocationPolicy'] == 'IfNeeded' and wh['matchPolicy'] == 'Equivalent'" \
   "wh['failurePolicy'] == 'Fail' and wh['timeoutSeconds'] == 10" \
-  "resources == $ALL_RES" \
+  "resources == $DEFAULT_RES" \
   "all(r['operations'] == ['CREATE','UPDATE'] and r['scope'] == 'Namespaced' for r in wh['rules'])" \
   "rule('deployments')['apiGroups'] == ['apps'] and rule('deployments')['apiVersions'] == ['v1']" \
-  "rule('jobs')['apiGroups'] == ['batch'] and rule('pods')['apiGroups'] == ['']" \
+  "rule('jobs')['apiGroups'] == ['batch'] and 'pods' not in resources" \
   "rule('cronjobs')['apiGroups'] == ['batch'] and set(rule('cronjobs')['apiVersions']) == {'v1','v1beta1'}" \
   "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system'])" \
   "nsexpr['migrations.io/injection'] == ('NotIn', ['disabled'])" \
@@ -243,13 +246,13 @@ section "webhook kind toggles"
 for kind in deployments:deployments statefulSets:statefulsets daemonSets:daemonsets replicaSets:replicasets \
             jobs:jobs cronJobs:cronjobs pods:pods; do
   key=${kind%%:*} res=${kind#*:}
-  case_ "kind-off-$key" --set "webhook.kinds.$key=false" -- \
+  case_ "kind-off-$key" "${ALL_ON[@]}" --set "webhook.kinds.$key=false" -- \
     "resources == $ALL_RES - {'$res'}"
 done
 OFF=()
 for k in deployments statefulSets daemonSets replicaSets jobs cronJobs; do OFF+=(--set "webhook.kinds.$k=false"); done
-case_ kind-only-pods "${OFF[@]}" -- \
-  "resources == {'pods'} and rule('pods')['apiVersions'] == ['v1']"
+case_ kind-only-pods "${OFF[@]}" --set webhook.kinds.pods=true -- \
+  "resources == {'pods'} and rule('pods')['apiVersions'] == ['v1'] and rule('pods')['apiGroups'] == ['']"
 reject kinds-none "enable at least one kind" "${OFF[@]}" --set webhook.kinds.pods=false
 
 section "namespace selection"
