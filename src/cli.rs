@@ -115,6 +115,9 @@ pub struct ServeArgs {
     /// With --self-managed: validity of each serving certificate, renewed with a third left.
     #[arg(long, env = "MIGRATION_INJECTOR_SELF_MANAGED_CERT_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=825))]
     pub self_managed_cert_days: u32,
+    /// With --self-managed: seconds between checks of the certificate's age and the caBundle.
+    #[arg(long, env = "MIGRATION_INJECTOR_SELF_MANAGED_CHECK_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub self_managed_check_interval: u64,
     /// Seconds between checks of the cert and key files for a rotation.
     #[arg(long, env = "MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub cert_reload_interval: u64,

@@ -53,7 +53,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             };
             let client = kube::Client::try_default().await.context("connecting to the Kubernetes API for --self-managed")?;
             let (ca, store) = selfmanaged::bootstrap(&client, &cfg).await?;
-            tokio::spawn(selfmanaged::maintain(client, cfg, ca, store.clone(), Duration::from_secs(60)));
+            tokio::spawn(selfmanaged::maintain(
+                client,
+                cfg,
+                ca,
+                store.clone(),
+                Duration::from_secs(args.self_managed_check_interval),
+            ));
             (store, None)
         } else if args.self_signed {
             let ca = Ca::generate("migration-injector self-signed CA", 365)?;

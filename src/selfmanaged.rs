@@ -192,8 +192,15 @@ pub async fn bootstrap(
     Ok((ca, store))
 }
 
-/// Keeps the serving certificate fresh (renewed when a third of its life is left) and the
-/// caBundle current (a `helm upgrade` may have reset it), checking every `interval`.
+/// Whether a serving certificate valid for `cert_days` and expiring at `not_after` is due for
+/// renewal at `now`: with a third of its life left, so a failing renewal has time to be noticed.
+pub fn needs_renewal(not_after: Option<i64>, now: i64, cert_days: u32) -> bool {
+    let renew_before = i64::from(cert_days) * 86_400 / 3;
+    not_after.is_none_or(|t| t - now < renew_before)
+}
+
+/// Keeps the serving certificate fresh and the caBundle current (a `helm upgrade` or someone
+/// else may have reset it), checking every `interval`.
 pub async fn maintain(
     client: Client,
     cfg: SelfManaged,
@@ -201,13 +208,12 @@ pub async fn maintain(
     store: Arc<CertStore>,
     interval: Duration,
 ) {
-    let renew_before = i64::from(cfg.cert_days) * 86_400 / 3;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if store.not_after().is_none_or(|t| t - now < renew_before) {
+        if needs_renewal(store.not_after(), now, cfg.cert_days) {
             match issue_into(&ca, &cfg, &store) {
                 Ok(()) => {
                     tracing::info!("renewed the self-managed serving certificate");
@@ -219,5 +225,63 @@ pub async fn maintain(
         if let Err(e) = ensure_ca_bundle(&client, &cfg, &ca.cert_pem()).await {
             tracing::warn!(error = %e, "could not update the caBundle");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_with_a_third_of_the_life_left() {
+        let day = 86_400;
+        assert!(needs_renewal(None, 0, 90));
+        assert!(!needs_renewal(Some(90 * day), 0, 90));
+        assert!(!needs_renewal(Some(31 * day), 0, 90));
+        assert!(needs_renewal(Some(29 * day), 0, 90));
+        assert!(
+            needs_renewal(Some(-1), 0, 90),
+            "an expired certificate is renewed"
+        );
+    }
+
+    #[test]
+    fn a_ca_secret_without_key_is_refused_with_the_fix() {
+        let cfg = SelfManaged {
+            namespace: "ns".into(),
+            service: "svc".into(),
+            ca_secret: "ca".into(),
+            webhook_config: "wh".into(),
+            extra_ips: vec![],
+            cert_days: 90,
+        };
+        let mut data = BTreeMap::new();
+        data.insert(CA_CERT_KEY.to_owned(), ByteString(b"not a cert".to_vec()));
+        let secret = Secret {
+            data: Some(data),
+            ..Secret::default()
+        };
+        let err = ca_from_secret(&secret, &cfg).err().unwrap().to_string();
+        assert!(err.contains("ns/ca") && err.contains("delete it"), "{err}");
+        // A Secret written by shared_ca round-trips.
+        let ca = Ca::generate("t", 1).unwrap();
+        let mut data = BTreeMap::new();
+        data.insert(
+            CA_CERT_KEY.to_owned(),
+            ByteString(ca.cert_pem().into_bytes()),
+        );
+        data.insert(CA_KEY_KEY.to_owned(), ByteString(ca.key_pem().into_bytes()));
+        let back = ca_from_secret(
+            &Secret {
+                data: Some(data),
+                ..Secret::default()
+            },
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(back.cert_pem(), ca.cert_pem());
+        let store = CertStore::default();
+        issue_into(&back, &cfg, &store).unwrap();
+        assert!(store.is_valid());
     }
 }

@@ -416,6 +416,7 @@ def s11_self_managed_replicas_race():
             [BIN, "serve", "--self-managed", "--namespace", "migration-injector",
              "--service-name", "migration-injector", "--ca-secret-name", ca_secret,
              "--webhook-config-name", mwc["metadata"]["name"], "--cert-ips", "127.0.0.1",
+             "--self-managed-check-interval", "1",
              "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
             stdout=log, stderr=log, env=dict(os.environ, KUBECONFIG=restricted))))
     try:
@@ -443,6 +444,17 @@ def s11_self_managed_replicas_race():
         time.sleep(1)
         apply(guide_deployment("self-managed"), ns="self-managed")
         check_guide_injection(get("deployment", "self-managed", ns="self-managed")["spec"]["template"]["spec"])
+        # Someone resets the caBundle (a `kubectl replace`, an old manifest): the replicas put it back.
+        name = mwc["metadata"]["name"]
+        kubectl("patch", "mutatingwebhookconfiguration", name, "--type=json",
+                "-p", json.dumps([{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]))
+        for _ in range(50):
+            stored = get("mutatingwebhookconfiguration", name, ns="default")
+            if stored["webhooks"][0]["clientConfig"].get("caBundle"):
+                break
+            time.sleep(0.2)
+        eq(stored["webhooks"][0]["clientConfig"].get("caBundle"), base64.b64encode(ca_pem.encode()).decode(),
+           "caBundle restored by the replicas")
     finally:
         for _, _, proc in procs:
             proc.send_signal(signal.SIGTERM)
