@@ -76,12 +76,29 @@ impl Ca {
         self.issuer.key().serialize_pem()
     }
 
-    /// Issues a serving certificate for the given DNS names and IP addresses.
+    /// Issues a serving certificate for the given DNS names and IP addresses, valid for `days`.
     pub fn issue_server(
         &self,
         dns_names: &[String],
         ips: &[IpAddr],
         days: u32,
+    ) -> Result<PemPair, CertError> {
+        let now = OffsetDateTime::now_utc();
+        self.issue_server_between(
+            dns_names,
+            ips,
+            now - Duration::hours(1),
+            now + Duration::days(i64::from(days)),
+        )
+    }
+
+    /// Issues a serving certificate valid from `not_before` to `not_after`.
+    pub fn issue_server_between(
+        &self,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
     ) -> Result<PemPair, CertError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -108,7 +125,8 @@ impl Ca {
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, days);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(PemPair {

@@ -138,6 +138,17 @@ pub struct ServeArgs {
         default_value_t = 25
     )]
     pub shutdown_grace_seconds: u64,
+    /// Connections served at once by the webhook port; more are refused.
+    #[arg(long, env = "MIGRATION_INJECTOR_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Seconds between failing readiness on SIGTERM and closing the listener, so Service
+    /// endpoints drop the replica before it stops accepting.
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_SHUTDOWN_DELAY_SECONDS",
+        default_value_t = 5
+    )]
+    pub shutdown_delay_seconds: u64,
     #[arg(
         long,
         env = "MIGRATION_INJECTOR_LOG_FORMAT",

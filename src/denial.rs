@@ -25,7 +25,7 @@ pub enum Denial {
     ImageNotAllowed { image: String, allowed: Vec<String> },
 
     #[error(
-        "{field} already has {what} named {name:?} that migration-injector did not add and that differs from the one it injects; fix: set annotation {rename}=<another name>, or remove or rename yours"
+        "{field} already has {what} named {name:?} that migration-injector did not add and that differs from the one it injects; fix: set annotation {rename}=<another name>, or rename yours"
     )]
     Clash {
         field: String,

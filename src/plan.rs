@@ -235,6 +235,15 @@ fn plan_init_container(
         };
         match position_of(&names, &d.container_name) {
             None => {
+                // Container names are unique across init and app containers.
+                if app_container_named(spec, &d.container_name) {
+                    return Err(Denial::Clash {
+                        field: format!("{field}spec.containers"),
+                        what: "a container",
+                        name: d.container_name.clone(),
+                        rename: Key::ContainerName,
+                    });
+                }
                 insert(&mut names, plan, std::mem::take(&mut d.container));
                 owned.init_container = Some(d.container_name.clone());
             }
@@ -279,6 +288,12 @@ fn plan_init_container(
         plan.edits.push(Edit::RemoveInitContainers);
     }
     Ok(())
+}
+
+fn app_container_named(spec: &PodSpecLists<'_>, name: &str) -> bool {
+    spec.containers
+        .and_then(|raw| serde_json::from_str::<Vec<Item<'_>>>(raw.get()).ok())
+        .is_some_and(|containers| containers.iter().any(|c| c.name == name))
 }
 
 /// Names of volumes mounted by containers other than the injected one.

@@ -32,6 +32,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_seconds),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         ..Limits::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -90,9 +91,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         let grace = Duration::from_secs(args.shutdown_grace_seconds);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let signal_state = state.clone();
+        let shutdown_delay = Duration::from_secs(args.shutdown_delay_seconds);
         tokio::spawn(async move {
             server::shutdown_signal().await;
+            // Fail readiness first and keep serving while endpoints catch up, so the API server
+            // is not refused by a replica it still routes to; then stop accepting and drain.
             signal_state.accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(shutdown_delay).await;
             let _ = stop_tx.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

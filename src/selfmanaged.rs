@@ -204,7 +204,7 @@ pub fn needs_renewal(not_after: Option<i64>, now: i64, cert_days: u32) -> bool {
 pub async fn maintain(
     client: Client,
     cfg: SelfManaged,
-    ca: Ca,
+    mut ca: Ca,
     store: Arc<CertStore>,
     interval: Duration,
 ) {
@@ -212,14 +212,27 @@ pub async fn maintain(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Follow the Secret: if it was replaced (or deleted, and re-created by whichever replica
+        // got there first), adopt that CA, so every replica and the caBundle converge on one
+        // instead of overwriting each other's caBundle.
+        let mut reissue = false;
+        match shared_ca(&client, &cfg).await {
+            Ok(latest) if latest.cert_pem() != ca.cert_pem() => {
+                tracing::warn!(secret = %cfg.ca_secret, "the shared CA changed; adopting it");
+                ca = latest;
+                reissue = true;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the shared CA"),
+        }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if needs_renewal(store.not_after(), now, cfg.cert_days) {
+        if reissue || needs_renewal(store.not_after(), now, cfg.cert_days) {
             match issue_into(&ca, &cfg, &store) {
                 Ok(()) => {
-                    tracing::info!("renewed the self-managed serving certificate");
+                    tracing::info!("issued a new self-managed serving certificate");
                     crate::metrics::record_cert(&store);
                 }
-                Err(e) => tracing::error!(error = %e, "renewing the serving certificate failed"),
+                Err(e) => tracing::error!(error = %e, "issuing the serving certificate failed"),
             }
         }
         if let Err(e) = ensure_ca_bundle(&client, &cfg, &ca.cert_pem()).await {

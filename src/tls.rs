@@ -28,6 +28,12 @@ pub enum TlsError {
         what: String,
         expected: &'static str,
     },
+    #[error("{what}: the certificate is not valid now (valid from {not_before} to {not_after})")]
+    NotValidNow {
+        what: String,
+        not_before: String,
+        not_after: String,
+    },
     #[error("the certificate and key do not form a usable pair: {0}")]
     Pair(#[source] rustls::Error),
     #[error("TLS configuration failed: {0}")]
@@ -61,6 +67,29 @@ pub fn certified_key(
         expected: "private key",
     })?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::Pair)
+}
+
+/// Refuses a leaf certificate that is expired or not yet valid (a minute of clock skew allowed).
+pub fn check_validity(key: &CertifiedKey, what: &str) -> Result<(), TlsError> {
+    let leaf = key.cert.first().ok_or_else(|| TlsError::NoPem {
+        what: what.to_owned(),
+        expected: "certificate",
+    })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| TlsError::NoPem {
+            what: what.to_owned(),
+            expected: "X.509 certificate",
+        })?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let validity = cert.validity();
+    if validity.not_after.timestamp() <= now || validity.not_before.timestamp() > now + 60 {
+        return Err(TlsError::NotValidNow {
+            what: what.to_owned(),
+            not_before: validity.not_before.to_string(),
+            not_after: validity.not_after.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Unix time at which the leaf certificate of `key` expires.
@@ -163,6 +192,7 @@ impl CertFiles {
         }
         let what = format!("{} + {}", self.cert.display(), self.key.display());
         let certified = certified_key(&cert, &key, &what)?;
+        check_validity(&certified, &what)?;
         self.last = Some((cert, key));
         Ok(Some(certified))
     }

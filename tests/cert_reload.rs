@@ -244,6 +244,24 @@ fn bad_pairs_are_refused_with_a_reason() {
 }
 
 #[test]
+fn expired_or_future_pairs_are_not_loaded() {
+    let ca = Ca::generate("ca", 1).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    for (from, to) in [(now - day * 2, now - day), (now + day, now + day * 2)] {
+        let pair = ca
+            .issue_server_between(&["localhost".into()], &[], from, to)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &pair.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &pair.key_pem).unwrap();
+        let mut files = CertFiles::new(dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let err = files.reload().unwrap_err().to_string();
+        assert!(err.contains("not valid now"), "{err}");
+    }
+}
+
+#[test]
 fn readiness_needs_an_unexpired_certificate() {
     let store = CertStore::default();
     assert!(!store.is_valid());

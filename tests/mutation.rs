@@ -234,13 +234,29 @@ fn clashing_names_are_denied_with_the_renaming_annotation() {
         json!([{"name": "migrate", "image": "mine:1"}]);
     assert_eq!(
         deny(Deployment, &d),
-        r#"spec.template.spec.initContainers already has an init container named "migrate" that migration-injector did not add and that differs from the one it injects; fix: set annotation migrations.io/container-name=<another name>, or remove or rename yours"#
+        r#"spec.template.spec.initContainers already has an init container named "migrate" that migration-injector did not add and that differs from the one it injects; fix: set annotation migrations.io/container-name=<another name>, or rename yours"#
     );
     let mut d = guide_deployment();
     d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "atlas-project", "emptyDir": {}}]);
     assert_eq!(
         deny(Deployment, &d),
-        r#"spec.template.spec.volumes already has a volume named "atlas-project" that migration-injector did not add and that differs from the one it injects; fix: set annotation migrations.io/volume-name=<another name>, or remove or rename yours"#
+        r#"spec.template.spec.volumes already has a volume named "atlas-project" that migration-injector did not add and that differs from the one it injects; fix: set annotation migrations.io/volume-name=<another name>, or rename yours"#
+    );
+}
+
+#[test]
+fn an_app_container_with_the_injected_name_is_a_clash() {
+    // Names are unique across init and app containers: a Job whose own container is "migrate".
+    let mut job = workload(Job);
+    job["spec"]["template"]["spec"]["containers"][0]["name"] = json!("migrate");
+    assert_eq!(
+        deny(Job, &job),
+        r#"spec.template.spec.containers already has a container named "migrate" that migration-injector did not add and that differs from the one it injects; fix: set annotation migrations.io/container-name=<another name>, or rename yours"#
+    );
+    annotate(&mut job, "migrations.io/container-name", "schema");
+    assert_eq!(
+        template_of(Job, &create(Job, &job))["spec"]["initContainers"][0]["name"],
+        "schema"
     );
 }
 

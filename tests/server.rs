@@ -347,3 +347,69 @@ async fn shutdown_drains_in_flight_requests() {
     assert!(review["response"]["patch"].is_string());
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn silent_and_excess_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(300),
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server = TestServer::start(InjectorConfig::default(), limits).await;
+    let ca = server.ca.cert_pem();
+    let tls_client = |alpn: &[u8]| {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(migration_injector::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    };
+    // A client that completes TLS and then says nothing, over HTTP/1.1 and over HTTP/2.
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tls_client(alpn).connect(name, tcp).await.unwrap();
+        // An HTTP/2 server speaks first (its SETTINGS): read until the server closes.
+        let drained = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut buf = [0u8; 256];
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "{alpn:?}: silent connection left open");
+    }
+    // A client that never starts TLS.
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 8];
+    let closed = tokio::time::timeout(Duration::from_secs(3), raw.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "no-TLS connection left open: {closed:?}"
+    );
+
+    // Two connections held open: a third is refused at once.
+    let _a = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut c = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_millis(250), c.read(&mut buf)).await;
+    assert!(
+        matches!(refused, Ok(Ok(0)) | Ok(Err(_))),
+        "third connection not refused: {refused:?}"
+    );
+    server.stop().await;
+}

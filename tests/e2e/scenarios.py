@@ -70,7 +70,7 @@ class Webhook:
         self.proc = subprocess.Popen(
             [BIN, "serve", "--listen", f"127.0.0.1:{PORT}", "--admin-listen", f"127.0.0.1:{ADMIN}",
              "--tls-cert-file", f"{WORK}/certs/tls.crt", "--tls-key-file", f"{WORK}/certs/tls.key",
-             "--shutdown-grace-seconds", "5"],
+             "--shutdown-grace-seconds", "5", "--shutdown-delay-seconds", "1"],
             stdout=log, stderr=log)
         open(os.path.join(WORK, "webhook.pid"), "w").write(str(self.proc.pid))
         for _ in range(100):
@@ -416,7 +416,7 @@ def s11_self_managed_replicas_race():
             [BIN, "serve", "--self-managed", "--namespace", "migration-injector",
              "--service-name", "migration-injector", "--ca-secret-name", ca_secret,
              "--webhook-config-name", mwc["metadata"]["name"], "--cert-ips", "127.0.0.1",
-             "--self-managed-check-interval", "1",
+             "--self-managed-check-interval", "1", "--shutdown-delay-seconds", "0",
              "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
             stdout=log, stderr=log, env=dict(os.environ, KUBECONFIG=restricted))))
     try:
@@ -455,6 +455,28 @@ def s11_self_managed_replicas_race():
             time.sleep(0.2)
         eq(stored["webhooks"][0]["clientConfig"].get("caBundle"), base64.b64encode(ca_pem.encode()).decode(),
            "caBundle restored by the replicas")
+        # The CA Secret is deleted: one replica creates a new CA, the other adopts it, and the
+        # caBundle settles on it (no two replicas fighting with different CAs).
+        kubectl("delete", "secret", ca_secret, "-n", "migration-injector")
+        for _ in range(50):
+            time.sleep(0.3)
+            if not exists("secret", ca_secret, ns="migration-injector"):
+                continue
+            new_pem = base64.b64decode(get("secret", ca_secret, ns="migration-injector")["data"]["ca.crt"]).decode()
+            bundle = get("mutatingwebhookconfiguration", name, ns="default")["webhooks"][0]["clientConfig"].get("caBundle")
+            if new_pem != ca_pem and bundle == base64.b64encode(new_pem.encode()).decode():
+                break
+        else:
+            raise AssertionError("the replicas did not converge on a new CA")
+        time.sleep(2.5)  # two check intervals: every replica has re-issued from the new CA
+        eq(get("mutatingwebhookconfiguration", name, ns="default")["webhooks"][0]["clientConfig"].get("caBundle"),
+           base64.b64encode(new_pem.encode()).decode(), "caBundle stays on the new CA")
+        for port, _, _ in procs:
+            ctx = ssl.create_default_context(cadata=new_pem)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+                    if not tls.getpeercert():
+                        raise AssertionError(f"replica on {port} presented no certificate")
     finally:
         for _, _, proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -121,7 +121,7 @@ case_ default -- \
   "'$FULL.$NS.svc' in [c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['dnsNames']" \
   "ctr['resources']['requests'] and ctr['resources']['limits']" \
   "'priorityClassName' not in pod and 'nodeSelector' not in pod and 'tolerations' not in pod" \
-  "pod['terminationGracePeriodSeconds'] == 30" \
+  "pod['terminationGracePeriodSeconds'] == 35" \
   "{p['name']: p['port'] for p in one('Service')['spec']['ports']} == {'webhook': 443, 'admin': 8080}" \
   "all(d['metadata'].get('namespace') == '$NS' for d in docs if d['kind'] != 'MutatingWebhookConfiguration')"
 
@@ -308,6 +308,7 @@ config:
   maxBodyBytes: 10485760
   requestTimeoutSeconds: 7
   shutdownGraceSeconds: 40
+  shutdownDelaySeconds: 3
   logFormat: json
   logLevel: migration_injector=debug,info
   defaultSecret: db-config
@@ -336,7 +337,7 @@ case_ config -f "$WORK/values/config.values" -- \
   "env['MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL'] == '30'" \
   "env['MIGRATION_INJECTOR_MAX_BODY_BYTES'] == '10485760'" \
   "env['MIGRATION_INJECTOR_REQUEST_TIMEOUT_SECONDS'] == '7'" \
-  "env['MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS'] == '40' and pod['terminationGracePeriodSeconds'] == 45" \
+  "env['MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS'] == '40' and env['MIGRATION_INJECTOR_SHUTDOWN_DELAY_SECONDS'] == '3' and pod['terminationGracePeriodSeconds'] == 48" \
   "env['MIGRATION_INJECTOR_LOG_FORMAT'] == 'json' and env['MIGRATION_INJECTOR_LOG_LEVEL'] == 'migration_injector=debug,info'" \
   "env['MIGRATION_INJECTOR_DEFAULT_SECRET'] == 'db-config' and env['MIGRATION_INJECTOR_DEFAULT_VOLUME_NAME'] == 'db-config-vol'" \
   "env['MIGRATION_INJECTOR_DEFAULT_ENV'] == 'prod' and env['MIGRATION_INJECTOR_DEFAULT_MOUNT_PATH'] == '/etc/db'" \
@@ -349,7 +350,7 @@ case_ config -f "$WORK/values/config.values" -- \
   "env['MIGRATION_INJECTOR_DEFAULT_MEMORY_REQUEST'] == '64Mi' and env['MIGRATION_INJECTOR_DEFAULT_MEMORY_LIMIT'] == '256Mi'" \
   "env['MIGRATION_INJECTOR_SECURITY_CONTEXT'] == '{}'" \
   "env['MIGRATION_INJECTOR_ALLOWED_IMAGE_PREFIXES'] == 'ghcr.io/acme/,registry.acme.io/'" \
-  "envnames[-1] == 'RUST_BACKTRACE' and len(envnames) == len(set(envnames)) == 27" \
+  "envnames[-1] == 'RUST_BACKTRACE' and len(envnames) == len(set(envnames)) == 28" \
   "all(isinstance(v, str) for v in env.values())"
 case_ config-set --set config.maxBodyBytes=6291456 --set config.securityContext.runAsNonRoot=true -- \
   "env['MIGRATION_INJECTOR_MAX_BODY_BYTES'] == '6291456'" \

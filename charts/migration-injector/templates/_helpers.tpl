@@ -187,7 +187,8 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
       (list "MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL" $c.certReloadInterval)
       (list "MIGRATION_INJECTOR_MAX_BODY_BYTES" $c.maxBodyBytes)
       (list "MIGRATION_INJECTOR_REQUEST_TIMEOUT_SECONDS" $c.requestTimeoutSeconds)
-      (list "MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS" $c.shutdownGraceSeconds) }}
+      (list "MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS" $c.shutdownGraceSeconds)
+      (list "MIGRATION_INJECTOR_SHUTDOWN_DELAY_SECONDS" $c.shutdownDelaySeconds) }}
 {{- range $ints }}
 {{- if not (kindIs "invalid" (index . 1)) }}
 {{- $env = append $env (dict "name" (index . 0) "value" (index . 1 | int64 | toString)) }}
