@@ -8,10 +8,14 @@ import copy
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
+
+import yaml  # PyYAML, which the chart tests use as well
 
 WORK = os.environ["E2E_WORK"]
 BIN = os.environ["E2E_BIN"]
@@ -44,7 +48,6 @@ def exists(kind, name, ns="default"):
 
 
 def free_ports(n):
-    import socket
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
@@ -374,18 +377,25 @@ def s12_controller_copies_untouched():
     eq(len(stored_pod["spec"]["volumes"]), 1, "Pod volumes")
 
 
+def verify_served_by(ca_pem, ports):
+    """Each port serves a certificate that verifies against ca_pem (and names 127.0.0.1)."""
+    for port in ports:
+        ctx = ssl.create_default_context(cadata=ca_pem)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
+                if not tls.getpeercert():
+                    raise AssertionError(f"replica on {port} presented no certificate")
+
+
 def s11_self_managed_replicas_race():
     """Two `serve --self-managed` replicas start at once, as the chart's ServiceAccount with only
     the chart's RBAC: exactly one CA exists, and the stored caBundle verifies both."""
-    import ssl
-    import socket
     render = os.path.join(REPO, "tests", "helm", "render-for-apiserver.sh")
     out = os.path.join(WORK, "chart-self-managed.yaml")
     ports = free_ports(4)
     env = dict(os.environ, TLS_MODE="selfManaged")
     subprocess.run([render, out, "--set", f"webhook.url=https://127.0.0.1:{ports[0]}/mutate",
                     "--set", "deployment.enabled=false"], check=True, capture_output=True, env=env)
-    import yaml  # PyYAML: a dependency of the chart tests as well
     docs = [d for d in yaml.safe_load_all(open(out)) if d]
     mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
     role = next(d for d in docs if d["kind"] == "Role")
@@ -435,12 +445,7 @@ def s11_self_managed_replicas_race():
         stored = get("mutatingwebhookconfiguration", mwc["metadata"]["name"], ns="default")
         bundles = {w["clientConfig"].get("caBundle") for w in stored["webhooks"]}
         eq(bundles, {base64.b64encode(ca_pem.encode()).decode()}, "caBundle = the one shared CA")
-        for port, _, _ in procs:
-            ctx = ssl.create_default_context(cadata=ca_pem)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
-                    if not tls.getpeercert():
-                        raise AssertionError(f"replica on {port} presented no certificate")
+        verify_served_by(ca_pem, [port for port, _, _ in procs])
         time.sleep(1)
         apply(guide_deployment("self-managed"), ns="self-managed")
         check_guide_injection(get("deployment", "self-managed", ns="self-managed")["spec"]["template"]["spec"])
@@ -471,12 +476,7 @@ def s11_self_managed_replicas_race():
         time.sleep(2.5)  # two check intervals: every replica has re-issued from the new CA
         eq(get("mutatingwebhookconfiguration", name, ns="default")["webhooks"][0]["clientConfig"].get("caBundle"),
            base64.b64encode(new_pem.encode()).decode(), "caBundle stays on the new CA")
-        for port, _, _ in procs:
-            ctx = ssl.create_default_context(cadata=new_pem)
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
-                    if not tls.getpeercert():
-                        raise AssertionError(f"replica on {port} presented no certificate")
+        verify_served_by(new_pem, [port for port, _, _ in procs])
     finally:
         for _, _, proc in procs:
             proc.send_signal(signal.SIGTERM)
