@@ -41,6 +41,9 @@ pub enum InjectError {
 #[derive(Debug, Default)]
 pub struct Injected {
     pub documents: Vec<Value>,
+    /// For each document the mutation left unchanged, its original YAML text, written back as
+    /// is so comments and formatting survive.
+    pub originals: Vec<Option<String>>,
     pub warnings: Vec<String>,
     /// Whether the input was JSON, so the output can be too.
     pub json: bool,
@@ -105,18 +108,65 @@ pub fn inject_str(input: &str, config: &InjectorConfig) -> Result<Injected, Inje
         json,
         ..Injected::default()
     };
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
-        let value =
-            Value::deserialize(document).map_err(|source| InjectError::Yaml { index, source })?;
+    // Each YAML document with its own text when the input splits cleanly on `---` lines;
+    // otherwise (JSON, or YAML the simple split misreads) parsed as a whole, without texts.
+    let documents = match (!json).then(|| split_documents(input)).flatten() {
+        Some(docs) => docs,
+        None => {
+            let mut docs = Vec::new();
+            for (index, document) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
+                let value = Value::deserialize(document)
+                    .map_err(|source| InjectError::Yaml { index, source })?;
+                docs.push((value, None));
+            }
+            docs
+        }
+    };
+    for (index, (mut value, text)) in documents.into_iter().enumerate() {
         if value.is_null() {
             continue; // An empty document, such as a trailing `---`.
         }
-        let mut value = value;
+        let before = text.as_ref().map(|_| value.clone());
         out.warnings
             .extend(inject_object(&mut value, config, index)?);
+        let unchanged = before.is_some_and(|b| b == value);
+        out.originals.push(if unchanged { text } else { None });
         out.documents.push(value);
     }
     Ok(out)
+}
+
+/// Splits YAML on document-separator lines and parses each part on its own. `None` when a part
+/// does not parse as exactly one document, which means the split was too naive for this input.
+fn split_documents(input: &str) -> Option<Vec<(Value, Option<String>)>> {
+    let mut parts = vec![String::new()];
+    for line in input.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") {
+            parts.push(String::new());
+            if bare != "---" {
+                return None; // Content on the separator line: leave it to the full parser.
+            }
+            continue;
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push_str(line);
+        }
+    }
+    parts
+        .into_iter()
+        .map(|text| {
+            let first = {
+                let mut docs = serde_yaml_ng::Deserializer::from_str(&text);
+                let first = docs.next().map(Value::deserialize).transpose().ok()?;
+                if docs.next().is_some() {
+                    return None;
+                }
+                first
+            };
+            Some((first.unwrap_or(Value::Null), Some(text)))
+        })
+        .collect()
 }
 
 /// Renders documents as multi-document YAML, or as JSON when the input was JSON.
@@ -136,7 +186,17 @@ pub fn render(injected: &Injected) -> Result<String, InjectError> {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&serde_yaml_ng::to_string(d).map_err(|e| InjectError::Output(e.to_string()))?);
+        match injected.originals.get(i).and_then(Option::as_deref) {
+            Some(text) => {
+                out.push_str(text);
+                if !text.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(
+                &serde_yaml_ng::to_string(d).map_err(|e| InjectError::Output(e.to_string()))?,
+            ),
+        }
     }
     Ok(out)
 }

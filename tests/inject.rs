@@ -64,6 +64,20 @@ spec:
 }
 
 #[test]
+fn unchanged_documents_keep_their_text() {
+    let input = "# the app's config\napiVersion: v1\nkind: ConfigMap   # odd spacing kept\nmetadata: {name: cm}\ndata:\n  z: '1'\n  a: \"2\"\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, annotations: {migrations.io/image: 'a:1'}}\nspec: {template: {spec: {containers: []}}}\n";
+    let out = inject_str(input, &InjectorConfig::default()).unwrap();
+    let text = render(&out).unwrap();
+    let first = text.split("---\n").next().unwrap();
+    assert_eq!(first, "# the app's config\napiVersion: v1\nkind: ConfigMap   # odd spacing kept\nmetadata: {name: cm}\ndata:\n  z: '1'\n  a: \"2\"\n");
+    assert!(text.contains("name: migrate"), "{text}");
+    // A separator with content on its line falls back to parsing the whole input.
+    let inline = "--- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}}\n--- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n";
+    let out = inject_str(inline, &InjectorConfig::default()).unwrap();
+    assert_eq!(out.documents.len(), 2);
+}
+
+#[test]
 fn lists_and_other_documents() {
     let input = r#"
 apiVersion: v1
