@@ -105,13 +105,6 @@ impl<'a> MigrationAnnotations<'a> {
         self.values[key as usize].as_deref()
     }
 
-    /// Whether any key other than the injector's own record is set.
-    pub fn has_user_keys(&self) -> bool {
-        Key::ALL
-            .iter()
-            .any(|k| *k != Key::Injected && self.get(*k).is_some())
-    }
-
     pub fn set(&mut self, key: Key, value: impl Into<Cow<'a, str>>) {
         if self.values[key as usize].is_none() {
             self.total += 1;
@@ -203,7 +196,6 @@ mod tests {
         assert_eq!(a.get(Key::Env), Some("prod"));
         assert_eq!(a.get(Key::Secret), None);
         assert_eq!(a.total, 4);
-        assert!(a.has_user_keys());
     }
 
     #[test]

@@ -131,10 +131,6 @@ impl CertStore {
         self.current.load().as_ref()?;
         Some(self.not_after.load(Ordering::Relaxed))
     }
-
-    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.current.load_full()
-    }
 }
 
 impl ResolvesServerCert for CertStore {

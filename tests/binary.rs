@@ -52,6 +52,28 @@ async fn self_signed_serve_answers_and_exits_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // The served certificate's expiry is published, a year ahead for --self-signed.
+    let metrics = admin_client
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("migration_injector_serving_certificate_not_after_seconds "))
+        .expect("expiry gauge")
+        .trim()
+        .parse()
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(
+        (now + 364 * 86_400..=now + 366 * 86_400).contains(&expiry),
+        "{expiry} vs {now}"
+    );
+
     let ca = std::fs::read_to_string(&ca_path).unwrap();
     let client = reqwest::Client::builder()
         .tls_built_in_root_certs(false)

@@ -6,7 +6,7 @@ mod support;
 use migration_injector::config::InjectorConfig;
 use migration_injector::workload::WorkloadKind::{self, *};
 use serde_json::{json, Value};
-use support::{apply, create, deny, remove_image};
+use support::{apply, assert_warned, create, deny, remove_image};
 
 const IMAGE: &str = "ghcr.io/repo/migrations:v0.1.2";
 
@@ -195,12 +195,7 @@ fn injected_volume_still_mounted_by_the_user_is_kept_with_a_warning() {
     assert!(out["spec"]["template"]["spec"]
         .get("initContainers")
         .is_none());
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("another container mounts it")),
-        "{warnings:?}"
-    );
+    assert_warned(&warnings, "another container mounts it");
 }
 
 #[test]
@@ -333,12 +328,7 @@ fn every_override() {
         c["args"],
         json!(["-configFiles=/etc/atlas/flyway.conf", "migrate"])
     );
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("migrations.io/env has no effect")),
-        "{warnings:?}"
-    );
+    assert_warned(&warnings, "migrations.io/env has no effect");
 }
 
 #[test]
@@ -565,12 +555,7 @@ fn immutable_templates_are_not_patched_on_update() {
         let (out, warnings, ops) = apply(kind, &updated, &InjectorConfig::default(), true).unwrap();
         assert_eq!(ops, 0, "{kind}");
         assert_eq!(out, updated);
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("cannot change after creation")),
-            "{warnings:?}"
-        );
+        assert_warned(&warnings, "cannot change after creation");
     }
 }
 
@@ -607,10 +592,7 @@ fn a_corrupt_record_is_ignored_with_a_warning() {
     let mut d = guide_deployment();
     d["spec"]["template"]["metadata"]["annotations"] = json!({"migrations.io/injected": "garbage"});
     let (out, warnings, _) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
-    assert!(
-        warnings.iter().any(|w| w.contains("is not a record")),
-        "{warnings:?}"
-    );
+    assert_warned(&warnings, "is not a record");
     assert_eq!(
         out["spec"]["template"]["metadata"]["annotations"]["migrations.io/injected"],
         RECORD

@@ -40,3 +40,11 @@ pub fn remove_image(object: &mut Value) {
         a.remove("migrations.io/image");
     }
 }
+
+/// Asserts that one of the warnings mentions `needle`.
+pub fn assert_warned(warnings: &[String], needle: &str) {
+    assert!(
+        warnings.iter().any(|w| w.contains(needle)),
+        "no warning mentions {needle:?}: {warnings:?}"
+    );
+}
