@@ -47,9 +47,9 @@ trap 'rm -f "$TMP"' EXIT
 #   kubectl -n $NAMESPACE rollout status deployment/$RELEASE
 #
 # Then annotate a workload with migrations.io/image: <migrations image>. Namespaces
-# $NAMESPACE and kube-system, and namespaces labelled migrations.io/injection=disabled, are
-# never touched. Until the pods are ready, CREATE/UPDATE of annotated workloads is refused
-# (failurePolicy: Fail).
+# $NAMESPACE, kube-system, kube-public, kube-node-lease and cert-manager, namespaces labelled
+# migrations.io/injection=disabled, and objects labelled so (this file's own) are never touched.
+# Until the pods are ready, CREATE/UPDATE of annotated workloads is refused (failurePolicy: Fail).
 ---
 apiVersion: v1
 kind: Namespace

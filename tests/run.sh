@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit/integration/property tests,
-# Helm chart tests, kind-script checks, and the e2e against a real kube-apiserver.
+# Helm chart tests, workflow and release-metadata checks, kind-script checks, and the e2e
+# against a real kube-apiserver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -20,6 +21,10 @@ command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null
 git ls-files '*.sh' | xargs shellcheck -x --source-path=SCRIPTDIR
 step "Helm chart"
 tests/helm/test-chart.sh
+step "GitHub workflows (actionlint) and release metadata (versions, Kubernetes range, pins)"
+pytools=$(tests/tools/install-pytools.sh)
+PYTHONPATH=$pytools "$pytools/bin/actionlint" -no-color .github/workflows/*.yml
+tests/release/test-check-versions.sh
 step "kind e2e (checks that run without Docker)"
 tests/e2e/kind/check.sh
 step "e2e against a real kube-apiserver"

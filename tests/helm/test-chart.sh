@@ -4,8 +4,11 @@
 #   asserted with tests/helm/check_render.py; RBAC exactly in tls.mode=selfManaged; schema rejections; matchConditions/PDB gating by
 #   --kube-version/--api-versions; manifests/install.yaml freshness; render-for-apiserver.sh;
 #   values.schema.json strictness; README coverage of every value; the matchConditions CEL
-#   evaluated with cel-cpp (skipped if cel-expr-python cannot be installed); yamllint,
-#   kubernetes-validate and shellcheck when they are installed.
+#   evaluated with cel-cpp (skipped if cel-expr-python cannot be installed); the defaults for
+#   clusters without matchConditions (priority class and its quota, soft spread, the chart's own
+#   objects excluded by objectSelector); yamllint; kubernetes-validate --strict against the
+#   schemas of the oldest and newest supported Kubernetes versions (pinned PyPI tools from
+#   tests/tools/install-pytools.sh); shellcheck when it is installed.
 #
 # Usage: tests/helm/test-chart.sh        Env: HELM=/path/to/helm (default: tests/tools/install-helm.sh)
 # Exit status: 0 when every check passed, 1 otherwise (failures are listed at the end).
@@ -87,10 +90,12 @@ ALL_RES="{'deployments','statefulsets','daemonsets','replicasets','jobs','cronjo
 DEFAULT_RES="{'deployments','statefulsets','daemonsets','jobs','cronjobs'}"
 ALL_ON=(--set webhook.kinds.replicaSets=true --set webhook.kinds.pods=true)
 RBAC_ABSENT="not any(has(k) for k in ('Role','RoleBinding','ClusterRole','ClusterRoleBinding'))"
+# The objectSelector expression that keeps the chart's own objects away from the webhook.
+SELF_EXCLUSION="{'matchExpressions': [{'key': 'migrations.io/injection', 'operator': 'NotIn', 'values': ['disabled']}]}"
 
 section "TLS mode certManager (default)"
 case_ default -- \
-  "kinds == sorted(['Certificate','Certificate','Deployment','Issuer','Issuer','MutatingWebhookConfiguration','PodDisruptionBudget','Service','ServiceAccount'])" \
+  "kinds == sorted(['Certificate','Certificate','Deployment','Issuer','Issuer','MutatingWebhookConfiguration','PodDisruptionBudget','ResourceQuota','Service','ServiceAccount'])" \
   "$RBAC_ABSENT" \
   "mwc['metadata']['annotations']['cert-manager.io/inject-ca-from'] == '$NS/$FULL-tls'" \
   "'caBundle' not in wh['clientConfig']" \
@@ -103,8 +108,9 @@ case_ default -- \
   "rule('deployments')['apiGroups'] == ['apps'] and rule('deployments')['apiVersions'] == ['v1']" \
   "rule('jobs')['apiGroups'] == ['batch'] and 'pods' not in resources" \
   "rule('cronjobs')['apiGroups'] == ['batch'] and set(rule('cronjobs')['apiVersions']) == {'v1','v1beta1'}" \
-  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system'])" \
+  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system', 'kube-public', 'kube-node-lease', 'cert-manager'])" \
   "nsexpr['migrations.io/injection'] == ('NotIn', ['disabled'])" \
+  "wh['objectSelector'] == $SELF_EXCLUSION" \
   "'matchConditions' in wh" \
   "dep['spec']['replicas'] == 2" \
   "one('PodDisruptionBudget')['apiVersion'] == 'policy/v1' and one('PodDisruptionBudget')['spec']['maxUnavailable'] == 1" \
@@ -120,7 +126,7 @@ case_ default -- \
   "[c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['secretName'] == '$FULL-tls'" \
   "'$FULL.$NS.svc' in [c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['dnsNames']" \
   "ctr['resources']['requests'] and ctr['resources']['limits']" \
-  "'priorityClassName' not in pod and 'nodeSelector' not in pod and 'tolerations' not in pod" \
+  "'nodeSelector' not in pod and 'tolerations' not in pod" \
   "pod['terminationGracePeriodSeconds'] == 35" \
   "{p['name']: p['port'] for p in one('Service')['spec']['ports']} == {'webhook': 443, 'admin': 8080}" \
   "all(d['metadata'].get('namespace') == '$NS' for d in docs if d['kind'] != 'MutatingWebhookConfiguration')"
@@ -186,7 +192,7 @@ SM_CLUSTERROLE="[{'apiGroups': ['admissionregistration.k8s.io'], 'resources': ['
 SM_SUBJECTS="[{'kind': 'ServiceAccount', 'name': '$FULL', 'namespace': '$NS'}]"
 SM_ENV="['MIGRATION_INJECTOR_LISTEN','MIGRATION_INJECTOR_ADMIN_LISTEN','MIGRATION_INJECTOR_SELF_MANAGED','MIGRATION_INJECTOR_NAMESPACE','MIGRATION_INJECTOR_SERVICE_NAME','MIGRATION_INJECTOR_CA_SECRET_NAME','MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME']"
 case_ selfmanaged --set tls.mode=selfManaged -- \
-  "kinds == sorted(['ClusterRole','ClusterRoleBinding','Deployment','MutatingWebhookConfiguration','PodDisruptionBudget','Role','RoleBinding','Service','ServiceAccount'])" \
+  "kinds == sorted(['ClusterRole','ClusterRoleBinding','Deployment','MutatingWebhookConfiguration','PodDisruptionBudget','ResourceQuota','Role','RoleBinding','Service','ServiceAccount'])" \
   "not has('Secret') and not has('Certificate') and not has('Issuer')" \
   "one('Role')['metadata']['name'] == '$FULL' and one('Role')['metadata']['namespace'] == '$NS'" \
   "rules_of('Role') == $SM_ROLE" \
@@ -258,12 +264,18 @@ reject kinds-none "enable at least one kind" "${OFF[@]}" --set webhook.kinds.pod
 section "namespace selection"
 case_ opt-in --set webhook.namespaceSelectorMode=optIn -- \
   "nsexpr['migrations.io/injection'] == ('In', ['enabled'])" \
-  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system'])"
+  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system', 'kube-public', 'kube-node-lease', 'cert-manager'])"
 case_ exclude-more --set 'webhook.excludeNamespaces={kube-public,kube-system,monitoring}' -- \
-  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system', 'kube-public', 'monitoring'])" \
+  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system', 'kube-public', 'kube-node-lease', 'cert-manager', 'monitoring'])" \
   "nsexpr['migrations.io/injection'] == ('NotIn', ['disabled'])"
+# cert-manager is only excluded in the mode whose certificate depends on it.
+case_ exclude-helm-mode --set tls.mode=helm -- \
+  "nsexpr['kubernetes.io/metadata.name'] == ('NotIn', ['$NS', 'kube-system', 'kube-public', 'kube-node-lease'])"
 case_ object-selector --set webhook.objectSelector.matchLabels.team=a -- \
-  "wh['objectSelector'] == {'matchLabels': {'team': 'a'}}"
+  "wh['objectSelector'] == {'matchLabels': {'team': 'a'}, **$SELF_EXCLUSION}"
+case_ object-selector-exprs --set 'webhook.objectSelector.matchExpressions[0].key=tier' \
+  --set 'webhook.objectSelector.matchExpressions[0].operator=Exists' -- \
+  "wh['objectSelector'] == {'matchExpressions': [{'key': 'tier', 'operator': 'Exists'}] + ${SELF_EXCLUSION}['matchExpressions']}"
 reject ns-mode-typo "namespaceSelectorMode" --set webhook.namespaceSelectorMode=optin
 
 section "failurePolicy and timeoutSeconds"
@@ -367,6 +379,46 @@ reject typo-tls-mode "tls.mode" --set tls.mode=certmanager
 reject typo-nested "replcias" --set deployment.replcias=3
 reject wrong-type "replicas" --set deployment.replicas=two
 reject typo-probe "periodSecond" --set deployment.livenessProbe.periodSecond=3
+
+section "defaults for clusters without matchConditions (< 1.30): priority, spread, self-exclusion"
+# The chart's own objects carry migrations.io/injection=disabled, which the webhook's
+# objectSelector excludes: no namespace label needed (Kubernetes 1.20 sets none), so the webhook
+# never blocks its own upgrade. The label is not a selector label (selectors are immutable).
+for name in default helm selfmanaged; do
+  check "$name" \
+    "all(d['metadata']['labels'].get('migrations.io/injection') == 'disabled' for d in docs)" \
+    "dep['spec']['template']['metadata']['labels']['migrations.io/injection'] == 'disabled'" \
+    "'migrations.io/injection' not in dep['spec']['selector']['matchLabels']" \
+    "wh['objectSelector'] == $SELF_EXCLUSION"
+done
+case_ self-label-kept --set 'commonLabels.migrations\.io/injection=enabled' --set commonLabels.team=a -- \
+  "all(d['metadata']['labels'].get('migrations.io/injection') == 'disabled' for d in docs)" \
+  "all(d['metadata']['labels'].get('team') == 'a' for d in docs)"
+# Scheduling: system-cluster-critical, and only soft constraints, so that 2 replicas still
+# schedule on a single node or in a single zone.
+QUOTA_SCOPE="{'matchExpressions': [{'operator': 'In', 'scopeName': 'PriorityClass', 'values': ['system-cluster-critical']}]}"
+check default \
+  "pod['priorityClassName'] == 'system-cluster-critical'" \
+  "one('ResourceQuota')['metadata']['name'] == '$FULL-critical-pods' and one('ResourceQuota')['metadata']['namespace'] == '$NS'" \
+  "one('ResourceQuota')['spec'] == {'hard': {'pods': '50'}, 'scopeSelector': $QUOTA_SCOPE}" \
+  "pod['topologySpreadConstraints'] == [{'maxSkew': 1, 'topologyKey': 'topology.kubernetes.io/zone', 'whenUnsatisfiable': 'ScheduleAnyway', 'labelSelector': {'matchLabels': dep['spec']['selector']['matchLabels']}}]" \
+  "pod['affinity']['podAntiAffinity']['preferredDuringSchedulingIgnoredDuringExecution'][0]['podAffinityTerm']['labelSelector'] == {'matchLabels': dep['spec']['selector']['matchLabels']}" \
+  "'requiredDuringSchedulingIgnoredDuringExecution' not in pod['affinity']['podAntiAffinity']" \
+  "all(c['whenUnsatisfiable'] == 'ScheduleAnyway' for c in pod['topologySpreadConstraints'])"
+case_ priority-none --set deployment.priorityClassName= -- \
+  "'priorityClassName' not in pod and not has('ResourceQuota')"
+case_ priority-own --set deployment.priorityClassName=platform-high -- \
+  "pod['priorityClassName'] == 'platform-high' and not has('ResourceQuota')"
+case_ priority-node --set deployment.priorityClassName=system-node-critical -- \
+  "one('ResourceQuota')['spec']['scopeSelector']['matchExpressions'][0]['values'] == ['system-node-critical']"
+case_ quota-off --set deployment.resourceQuota=false -- \
+  "pod['priorityClassName'] == 'system-cluster-critical' and not has('ResourceQuota')"
+case_ zone-spread-none --set deployment.zoneSpread=none -- "'topologySpreadConstraints' not in pod"
+case_ zone-spread-own --set 'deployment.topologySpreadConstraints[0].maxSkew=2' \
+  --set 'deployment.topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname' \
+  --set 'deployment.topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule' -- \
+  "[c['topologyKey'] for c in pod['topologySpreadConstraints']] == ['kubernetes.io/hostname']"
+reject zone-spread-typo "zoneSpread" --set deployment.zoneSpread=hard
 
 section "optional features"
 case_ optional --set deployment.priorityClassName=system-cluster-critical \
@@ -536,29 +588,71 @@ else
   echo "  SKIP cel-expr-python not installable here ($(tail -1 "$WORK/cel.log" 2>/dev/null))"
 fi
 
-section "linters (when installed)"
-if command -v yamllint >/dev/null; then
-  if yamllint -d '{extends: default, rules: {line-length: {max: 120, allow-non-breakable-inline-mappings: true}, indentation: {indent-sequences: whatever}}}' \
-      "$ROOT/manifests/install.yaml" "$WORK/default.yaml" "$WORK/helm.yaml" "$WORK/apiserver.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" \
-      "$WORK/selfmanaged.yaml" "$WORK/selfmanaged-opts.yaml" "$WORK/apiserver-sm.yaml"; then
-    pass yamllint
-  else
-    fail yamllint
-  fi
+section "linters; schemas of the oldest and newest supported Kubernetes (kubernetes-validate)"
+# Pinned PyPI tools (yamllint, kubernetes-validate), cached by tests/tools/install-pytools.sh.
+if PYTOOLS=$("$ROOT/tests/tools/install-pytools.sh"); then
+  yl() { PYTHONPATH=$PYTOOLS "$PYTOOLS/bin/yamllint" "$@"; }
+  kv() { PYTHONPATH=$PYTOOLS "$PYTOOLS/bin/kubernetes-validate" "$@"; }
 else
-  echo "  SKIP yamllint (pip install yamllint)"
+  fail "tests/tools/install-pytools.sh could not install yamllint and kubernetes-validate"
+  yl() { return 1; }
+  kv() { return 1; }
 fi
-if command -v kubernetes-validate >/dev/null; then
-  # cert-manager and Prometheus Operator kinds have no bundled schema: only warnings.
-  if kubernetes-validate --strict -k 1.33.0 "$ROOT/manifests/install.yaml" "$WORK/helm.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" \
-       "$WORK/selfmanaged.yaml" "$WORK/selfmanaged-opts.yaml" >"$WORK/kv.out" 2>&1 \
-     && ! grep -q '^ERROR' "$WORK/kv.out"; then
-    pass "kubernetes-validate (1.33)"
+if yl -d '{extends: default, rules: {line-length: {max: 120, allow-non-breakable-inline-mappings: true}, indentation: {indent-sequences: whatever}}}' \
+    "$ROOT/manifests/install.yaml" "$WORK/default.yaml" "$WORK/helm.yaml" "$WORK/apiserver.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" \
+    "$WORK/selfmanaged.yaml" "$WORK/selfmanaged-opts.yaml" "$WORK/apiserver-sm.yaml"; then
+  pass yamllint
+else
+  fail yamllint
+fi
+# The supported range: from Chart.yaml's kubeVersion (oldest) to the newest node image of the
+# kind matrix in .github/workflows/e2e-kind.yml (tests/release/check-versions.py checks that
+# README, Chart.yaml and the matrix agree). kubernetes-validate bundles the schemas of 1.25 to
+# 1.37 only: below 1.25 (the chart claims 1.20) the oldest it has stands in, and the real v1.20
+# API server of tests/e2e/run.sh validates and stores the 1.20 render itself.
+if RANGE=$(python3 - "$ROOT" <<'PY'
+import re, sys
+root = sys.argv[1]
+chart = open(f"{root}/charts/migration-injector/Chart.yaml").read()
+m = re.search(r'^kubeVersion:\s*"?>=\s*v?(\d+)\.(\d+)', chart, re.M)
+matrix = open(f"{root}/.github/workflows/e2e-kind.yml").read()
+images = [tuple(map(int, v)) for v in re.findall(r"kindest/node:v(\d+)\.(\d+)\.\d+@sha256:", matrix)]
+if not m or not images:
+    sys.exit("cannot read the supported range from Chart.yaml kubeVersion and the e2e-kind.yml matrix")
+oldest, newest = (int(m.group(1)), int(m.group(2))), max(images)
+KV_MIN, KV_MAX = (1, 25), (1, 37)   # what kubernetes-validate 1.37.0 bundles
+if newest > KV_MAX:
+    sys.exit(f"kubernetes-validate has no schema for {newest}: update its pin in tests/tools/install-pytools.sh")
+low = max(oldest, KV_MIN)
+print("%d.%d.0 %d.%d.0" % (low + newest))
+PY
+); then
+  for kver in $RANGE; do
+    names=()
+    for spec in "default:" "helm:--set tls.mode=helm" \
+        "existing:--set tls.mode=existingSecret --set tls.existingSecret=s --set tls.caBundle=QUJD" \
+        "selfmanaged:--set tls.mode=selfManaged" \
+        "url:--set tls.mode=url --set webhook.url=https://10.0.0.1:8443/mutate --set deployment.enabled=false" \
+        "optional:--set networkPolicy.enabled=true --set serviceMonitor.enabled=true --set deployment.podAntiAffinity=hard --set webhook.kinds.pods=true --set webhook.kinds.replicaSets=true"; do
+      name=kv-$kver-${spec%%:*}
+      # shellcheck disable=SC2086 # the flags are meant to split
+      render "$name" --kube-version "$kver" ${spec#*:} && names+=("$WORK/$name.yaml")
+    done
+    # cert-manager and Prometheus Operator kinds have no bundled schema: only warnings.
+    if kv --strict -k "$kver" "${names[@]}" >"$WORK/kv-$kver.out" 2>&1 && ! grep -q '^ERROR' "$WORK/kv-$kver.out"; then
+      pass "kubernetes-validate --strict -k $kver: ${#names[@]} renders (every TLS mode, optional objects)"
+    else
+      fail "kubernetes-validate -k $kver: $(grep -v '^INFO\|^WARN' "$WORK/kv-$kver.out" | head -20)"
+    fi
+  done
+  if kv --strict -k "${RANGE##* }" "$ROOT/manifests/install.yaml" "$WORK/config.yaml" "$WORK/selfmanaged-opts.yaml" >"$WORK/kv-install.out" 2>&1 \
+     && ! grep -q '^ERROR' "$WORK/kv-install.out"; then
+    pass "kubernetes-validate: manifests/install.yaml and the config render (${RANGE##* })"
   else
-    fail "kubernetes-validate: $(grep -v '^INFO\|^WARN' "$WORK/kv.out" | head -20)"
+    fail "kubernetes-validate (install.yaml): $(grep -v '^INFO\|^WARN' "$WORK/kv-install.out" | head -20)"
   fi
 else
-  echo "  SKIP kubernetes-validate (pip install kubernetes-validate)"
+  fail "supported Kubernetes range: $RANGE"
 fi
 if command -v shellcheck >/dev/null; then
   if shellcheck "$ROOT/tests/helm/test-chart.sh" "$ROOT/tests/helm/render-for-apiserver.sh" \

@@ -30,15 +30,37 @@ app.kubernetes.io/name: {{ include "migration-injector.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+Labels of every object of the chart. migrations.io/injection=disabled keeps the chart's own
+objects (its Deployment and, through the pod template, its ReplicaSets and Pods) away from the
+webhook through its objectSelector, which needs no namespace label (Kubernetes 1.20 sets none):
+the webhook never blocks its own upgrade, even while it is down. Not a selector label (those
+are immutable), and commonLabels cannot override it.
+*/}}
 {{- define "migration-injector.labels" -}}
 helm.sh/chart: {{ include "migration-injector.chart" . }}
 {{ include "migration-injector.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: admission-webhook
-{{- with .Values.commonLabels }}
+migrations.io/injection: disabled
+{{- with omit .Values.commonLabels "migrations.io/injection" }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+Namespaces the webhook never sees (namespaceSelector, label kubernetes.io/metadata.name, set by
+Kubernetes from 1.21 on): the release namespace, the system namespaces, cert-manager's in
+certManager mode (the webhook's certificate depends on it), and webhook.excludeNamespaces.
+A JSON list.
+*/}}
+{{- define "migration-injector.excludedNamespaces" -}}
+{{- $ns := list .Release.Namespace "kube-system" "kube-public" "kube-node-lease" }}
+{{- if eq .Values.tls.mode "certManager" }}
+{{- $ns = append $ns "cert-manager" }}
+{{- end }}
+{{- concat $ns .Values.webhook.excludeNamespaces | uniq | toJson }}
 {{- end }}
 
 {{- define "migration-injector.serviceAccountName" -}}
