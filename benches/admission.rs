@@ -6,8 +6,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use migration_injector::admission::review;
-use migration_injector::config::InjectorConfig;
+use migration_injector::mutate::InjectorConfig;
+use migration_injector::webhook::review::review;
 use serde_json::Value;
 
 const CREATE: &str = include_str!("../tests/fixtures/create-deployment.json");

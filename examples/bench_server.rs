@@ -1,5 +1,5 @@
 //! Reference servers for `bench/load.sh`, on the same HTTPS stack as `serve`
-//! (`server::serve`: hyper + rustls + axum):
+//! (`webhook::Server`: hyper + rustls + axum), answering with another handler:
 //! - `constant`: reads the body and answers a constant AdmissionReview, the floor any handler
 //!   pays;
 //! - `typed`: the naive handler, decoding the whole review into typed k8s-openapi objects and
@@ -16,10 +16,9 @@ use axum::routing::post;
 use axum::Router;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use migration_injector::certs::Ca;
-use migration_injector::server::{self, Limits};
-use migration_injector::tls::{self, CertStore};
-use tokio_rustls::TlsAcceptor;
+use migration_injector::mutate::InjectorConfig;
+use migration_injector::tls::{self, Ca, CertStore};
+use migration_injector::webhook::{Limits, Server, ServerOptions};
 
 // mimalloc: the handler's many small, short-lived allocations are cheaper than with glibc malloc.
 #[global_allocator]
@@ -75,17 +74,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let acceptor = TlsAcceptor::from(tls::server_config(store)?);
-        server::serve(
-            listener,
-            Some(acceptor),
-            app,
-            Limits::default(),
-            std::future::pending(),
-            Duration::from_secs(1),
-        )
-        .await;
+        let options = ServerOptions {
+            listen: ([127, 0, 0, 1], port).into(),
+            admin_listen: ([127, 0, 0, 1], 0).into(),
+            limits: Limits::default(),
+            grace: Duration::from_secs(1),
+            shutdown_delay: Duration::ZERO,
+        };
+        Server::bind(InjectorConfig::default(), store, options)
+            .await?
+            .with_webhook_router(app)
+            .run(std::future::pending(), std::future::pending())
+            .await;
         Ok(())
     })
 }

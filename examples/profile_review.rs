@@ -7,10 +7,10 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "tests/fixtures/create-deployment.json".into());
     let n: usize = args.next().unwrap_or_else(|| "10000".into()).parse()?;
     let body = std::fs::read(path)?;
-    let config = migration_injector::config::InjectorConfig::default();
+    let config = migration_injector::mutate::InjectorConfig::default();
     let mut total = 0;
     for _ in 0..n {
-        total += migration_injector::admission::review(std::hint::black_box(&body), &config)?
+        total += migration_injector::webhook::review::review(std::hint::black_box(&body), &config)?
             .body
             .len();
     }

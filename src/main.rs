@@ -1,31 +1,21 @@
-use clap::Parser;
-use migration_injector::cli::{Cli, Command};
+//! `migration-injector`: parse the command line and run it. Everything else lives in the
+//! library (`mutate`, `webhook`, `tls`) and in `cli`.
 
-mod run;
+mod cli;
+
+use clap::Parser;
 
 // mimalloc: the handler's many small, short-lived allocations are cheaper than with glibc malloc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => run::serve(*args),
-        Command::Inject(args) => run::inject(*args),
-        Command::Certs(cmd) => run::certs(cmd),
-    };
-    match result {
+    let cli = cli::Cli::parse();
+    match cli::run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // Library errors already embed their cause; print each cause only once.
-            let mut message = e.to_string();
-            for cause in e.chain().skip(1) {
-                let text = cause.to_string();
-                if !message.contains(&text) {
-                    message = format!("{message}: {text}");
-                }
-            }
-            eprintln!("error: {message}");
+            // Each error prints its own message; {:#} appends its causes once each.
+            eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migration_injector::certs::{Ca, PemPair};
-use migration_injector::config::InjectorConfig;
-use migration_injector::server::Limits;
+use migration_injector::mutate::InjectorConfig;
 use migration_injector::tls::{self, CertFiles, CertStore};
+use migration_injector::tls::{Ca, PemPair};
+use migration_injector::webhook::Limits;
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::server::TestServer;
 

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
-use migration_injector::admission::review;
-use migration_injector::config::InjectorConfig;
-use migration_injector::inject::{inject_str, render};
+use migration_injector::mutate::manifests::{inject_str, render};
+use migration_injector::mutate::InjectorConfig;
+use migration_injector::webhook::review::review;
 use serde_json::{json, Value};
 
 fn webhook(object: &Value, group: &str, version: &str, kind: &str) -> Value {

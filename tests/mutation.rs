@@ -3,8 +3,8 @@
 
 mod support;
 
-use migration_injector::config::InjectorConfig;
-use migration_injector::workload::WorkloadKind::{self, *};
+use migration_injector::mutate::workload::WorkloadKind::{self, *};
+use migration_injector::mutate::InjectorConfig;
 use serde_json::{json, Value};
 use support::{apply, assert_warned, create, deny, remove_image};
 
@@ -335,7 +335,7 @@ fn every_override() {
 fn cluster_defaults_apply_and_annotations_override_them() {
     let config = InjectorConfig {
         secret: "cluster-db".into(),
-        pull_policy: migration_injector::injection::PullPolicy::IfNotPresent,
+        pull_policy: migration_injector::mutate::config::PullPolicy::IfNotPresent,
         memory_limit: Some("512Mi".into()),
         security_context: None,
         ..InjectorConfig::default()

@@ -3,8 +3,8 @@
 
 mod support;
 
-use migration_injector::config::InjectorConfig;
-use migration_injector::workload::WorkloadKind::{self, *};
+use migration_injector::mutate::workload::WorkloadKind::{self, *};
+use migration_injector::mutate::InjectorConfig;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use support::apply;
@@ -186,18 +186,18 @@ proptest! {
     /// Whatever a client sends, the answer is a result, never a panic.
     #[test]
     fn review_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = migration_injector::admission::review(&body, &InjectorConfig::default());
+        let _ = migration_injector::webhook::review::review(&body, &InjectorConfig::default());
     }
 
     /// Any annotation value, on any key, gets an allowed or denied answer for the right uid.
     #[test]
     fn any_annotation_value_is_answered(
-        key in prop::sample::select(migration_injector::annotations::Key::ALL.to_vec()),
+        key in prop::sample::select(migration_injector::mutate::annotations::Key::ALL.to_vec()),
         value in "\\PC{0,40}",
     ) {
         let mut review: Value = serde_json::from_str(CREATE).unwrap();
         review["request"]["object"]["metadata"]["annotations"][key.name()] = json!(value);
-        let out = migration_injector::admission::review(review.to_string().as_bytes(), &InjectorConfig::default()).unwrap();
+        let out = migration_injector::webhook::review::review(review.to_string().as_bytes(), &InjectorConfig::default()).unwrap();
         let answer: Value = serde_json::from_slice(&out.body).unwrap();
         prop_assert_eq!(&answer["response"]["uid"], &review["request"]["uid"]);
         if answer["response"]["allowed"] == json!(false) {

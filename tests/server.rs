@@ -6,8 +6,8 @@ mod support;
 use std::time::Duration;
 
 use base64::Engine as _;
-use migration_injector::config::InjectorConfig;
-use migration_injector::server::Limits;
+use migration_injector::mutate::InjectorConfig;
+use migration_injector::webhook::Limits;
 use serde_json::{json, Value};
 use support::server::TestServer;
 

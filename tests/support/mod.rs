@@ -1,9 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use migration_injector::config::InjectorConfig;
-use migration_injector::mutation::{mutate, MutationError};
-use migration_injector::workload::WorkloadKind;
+use migration_injector::mutate::workload::WorkloadKind;
+use migration_injector::mutate::InjectorConfig;
+use migration_injector::mutate::{mutate, MutationError};
 use serde_json::Value;
 
 /// Runs the mutation on `object` and applies the patch: the object the API server would store.

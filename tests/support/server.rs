@@ -5,14 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use migration_injector::certs::Ca;
-use migration_injector::config::InjectorConfig;
-use migration_injector::server::{self, AppState, Limits};
-use migration_injector::tls::{self, CertStore};
-use tokio::net::TcpListener;
+use migration_injector::mutate::InjectorConfig;
+use migration_injector::tls::{self, Ca, CertStore};
+use migration_injector::webhook::{AppState, Limits, Server, ServerOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -36,50 +33,38 @@ impl TestServer {
         Self::start_with(config, limits, ca, store).await
     }
 
+    /// The library's own server, as `serve` runs it, on loopback port 0.
     pub async fn start_with(
         config: InjectorConfig,
         limits: Limits,
         ca: Ca,
         store: Arc<CertStore>,
     ) -> TestServer {
-        let state = AppState::new(config, limits.clone(), store.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let admin_addr = admin.local_addr().unwrap();
-        let acceptor = TlsAcceptor::from(tls::server_config(store.clone()).unwrap());
+        let options = ServerOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            limits,
+            grace: Duration::from_secs(5),
+            shutdown_delay: Duration::ZERO,
+        };
+        let server = Server::bind(config, store.clone(), options).await.unwrap();
+        let addr = server.webhook_addr().unwrap();
+        let admin = server.admin_addr().unwrap();
+        let state = server.state();
         let (stop, stopped) = oneshot::channel::<()>();
-        let (admin_stop, admin_stopped) = oneshot::channel::<()>();
-        let app = server::router(state.clone());
-        let admin_app = server::admin_router(state.clone());
-        let grace = Duration::from_secs(5);
         let handle = tokio::spawn(async move {
-            let webhook = server::serve(
-                listener,
-                Some(acceptor),
-                app,
-                limits.clone(),
-                async {
-                    let _ = stopped.await;
-                    let _ = admin_stop.send(());
-                },
-                grace,
-            );
-            let admin = server::serve(
-                admin,
-                None,
-                admin_app,
-                limits,
-                async {
-                    let _ = admin_stopped.await;
-                },
-                grace,
-            );
-            tokio::join!(webhook, admin);
+            server
+                .run(
+                    async {
+                        let _ = stopped.await;
+                    },
+                    std::future::pending(),
+                )
+                .await;
         });
         TestServer {
             addr,
-            admin: admin_addr,
+            admin,
             ca,
             store,
             state,

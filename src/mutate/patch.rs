@@ -5,11 +5,11 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::{Map, Value};
 
-use crate::annotations::Key;
-use crate::plan::Edit;
+use super::annotations::Key;
 #[cfg(test)]
-use crate::plan::Plan;
-use crate::workload::WorkloadKind;
+use super::plan::Plan;
+use super::plan::{Edit, List};
+use super::workload::WorkloadKind;
 
 fn path(kind: WorkloadKind, rest: &[&str], index: Option<usize>) -> PointerBuf {
     let mut p = PointerBuf::from_tokens(kind.template_tokens().iter().chain(rest).copied());
@@ -35,46 +35,33 @@ fn record_map(value: String) -> Value {
 
 /// The JSON patch that applies `plan` to an object of `kind`.
 pub fn to_patch(kind: WorkloadKind, edits: Vec<Edit>) -> Patch {
-    const INIT: &[&str] = &["spec", "initContainers"];
-    const VOLUMES: &[&str] = &["spec", "volumes"];
     const ANNOTATIONS: &[&str] = &["metadata", "annotations"];
     const RECORD: &[&str] = &["metadata", "annotations", Key::Injected.name()];
+    let list_path = |list: List, index: Option<usize>| path(kind, &["spec", list.field()], index);
     let ops = edits
         .into_iter()
         .map(|edit| match edit {
-            Edit::CreateInitContainers(list) => add(path(kind, INIT, None), list),
-            Edit::InsertInitContainer {
+            Edit::CreateList { list, item } => add(list_path(list, None), Value::Array(vec![item])),
+            Edit::Insert {
+                list,
                 index: Some(i),
-                container,
-            } => add(path(kind, INIT, Some(i)), container),
-            Edit::InsertInitContainer {
+                item,
+            } => add(list_path(list, Some(i)), item),
+            Edit::Insert {
+                list,
                 index: None,
-                container,
+                item,
             } => {
-                let mut p = path(kind, INIT, None);
+                let mut p = list_path(list, None);
                 p.push_back("-");
-                add(p, container)
+                add(p, item)
             }
-            Edit::ReplaceInitContainer { index, container } => {
-                PatchOperation::Replace(ReplaceOperation {
-                    path: path(kind, INIT, Some(index)),
-                    value: container,
-                })
-            }
-            Edit::RemoveInitContainer { index } => remove(path(kind, INIT, Some(index))),
-            Edit::RemoveInitContainers => remove(path(kind, INIT, None)),
-            Edit::CreateVolumes(list) => add(path(kind, VOLUMES, None), list),
-            Edit::AppendVolume(volume) => {
-                let mut p = path(kind, VOLUMES, None);
-                p.push_back("-");
-                add(p, volume)
-            }
-            Edit::ReplaceVolume { index, volume } => PatchOperation::Replace(ReplaceOperation {
-                path: path(kind, VOLUMES, Some(index)),
-                value: volume,
+            Edit::Replace { list, index, item } => PatchOperation::Replace(ReplaceOperation {
+                path: list_path(list, Some(index)),
+                value: item,
             }),
-            Edit::RemoveVolume { index } => remove(path(kind, VOLUMES, Some(index))),
-            Edit::RemoveVolumes => remove(path(kind, VOLUMES, None)),
+            Edit::Remove { list, index } => remove(list_path(list, Some(index))),
+            Edit::RemoveList { list } => remove(list_path(list, None)),
             Edit::CreateMetadataWithRecord(v) => {
                 let mut meta = Map::new();
                 meta.insert("annotations".into(), record_map(v));
@@ -118,9 +105,10 @@ mod tests {
     #[test]
     fn append_uses_dash() {
         let plan = Plan {
-            edits: vec![Edit::InsertInitContainer {
+            edits: vec![Edit::Insert {
+                list: List::InitContainers,
                 index: None,
-                container: Value::Null,
+                item: Value::Null,
             }],
             warnings: vec![],
         };

@@ -8,42 +8,73 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::annotations::{Key, Layered, MigrationAnnotations};
-use crate::config::InjectorConfig;
-use crate::denial::Denial;
-use crate::injection::{self, Injection, Position};
-use crate::validate;
-use crate::workload::{Item, PodSpecLists, WorkloadKind, WorkloadView};
+use super::annotations::{Key, Layered, MigrationAnnotations};
+use super::config::InjectorConfig;
+use super::config::Position;
+use super::denial::Denial;
+use super::resolve;
+use super::validate;
+use super::workload::{Item, PodSpecLists, WorkloadKind, WorkloadView};
+
+/// A list of the pod spec that the injector adds one item to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    InitContainers,
+    Volumes,
+}
+
+impl List {
+    /// The field name in the pod spec.
+    pub const fn field(self) -> &'static str {
+        match self {
+            List::InitContainers => "initContainers",
+            List::Volumes => "volumes",
+        }
+    }
+
+    const fn what(self) -> &'static str {
+        match self {
+            List::InitContainers => "an init container",
+            List::Volumes => "a volume",
+        }
+    }
+
+    /// The annotation that renames the injected item, the fix for a name clash.
+    const fn rename_key(self) -> Key {
+        match self {
+            List::InitContainers => Key::ContainerName,
+            List::Volumes => Key::VolumeName,
+        }
+    }
+}
 
 /// One change to the pod template. Indices refer to the list as earlier edits left it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
-    /// `initContainers` is absent: create it holding this container.
-    CreateInitContainers(Value),
+    /// The list is absent: create it holding this item.
+    CreateList {
+        list: List,
+        item: Value,
+    },
     /// Insert at `index`, or append when `None`.
-    InsertInitContainer {
+    Insert {
+        list: List,
         index: Option<usize>,
-        container: Value,
+        item: Value,
     },
-    ReplaceInitContainer {
+    Replace {
+        list: List,
         index: usize,
-        container: Value,
+        item: Value,
     },
-    RemoveInitContainer {
+    Remove {
+        list: List,
         index: usize,
     },
     /// The last element is going: remove the whole field, as if it had never been set.
-    RemoveInitContainers,
-    CreateVolumes(Value),
-    AppendVolume(Value),
-    ReplaceVolume {
-        index: usize,
-        volume: Value,
+    RemoveList {
+        list: List,
     },
-    RemoveVolume {
-        index: usize,
-    },
-    RemoveVolumes,
     /// Template `metadata` is absent: create it with only the record annotation.
     CreateMetadataWithRecord(String),
     /// `metadata.annotations` is absent: create it with only the record annotation.
@@ -109,7 +140,7 @@ pub fn plan(
         return Ok(Plan::default());
     }
 
-    let mut desired = injection::resolve(config, layered)?;
+    let mut desired = resolve::resolve(config, layered)?;
     let mut plan = Plan::default();
     let record = match recorded {
         None => Record::default(),
@@ -146,21 +177,46 @@ pub fn plan(
     }
 
     let mut owned = Record::default();
-    plan_init_container(
-        spec,
-        desired.as_mut(),
-        &record,
+    let (container, volume) = match desired.as_mut() {
+        Some(d) => (
+            Some(Desired {
+                name: &d.container_name,
+                item: std::mem::take(&mut d.container),
+                position: Some(d.position),
+            }),
+            Some(Desired {
+                name: &d.volume_name,
+                item: std::mem::take(&mut d.volume),
+                // A volume's place in the list means nothing: appended, never moved.
+                position: None,
+            }),
+        ),
+        None => (None, None),
+    };
+    owned.init_container = plan_list(
+        List::InitContainers,
+        spec.init_containers.as_deref(),
+        container,
+        record.init_container.as_deref(),
         field,
-        &mut owned,
         &mut plan,
+        // Container names are unique across init and app containers.
+        |name| app_container_named(spec, name).then_some(("containers", "a container")),
+        |_| None,
     )?;
-    plan_volume(
-        spec,
-        desired.as_mut(),
-        &record,
+    owned.volume = plan_list(
+        List::Volumes,
+        spec.volumes.as_deref(),
+        volume,
+        record.volume.as_deref(),
         field,
-        &mut owned,
         &mut plan,
+        |_| None,
+        |old| {
+            volume_in_use(spec, old, record.init_container.as_deref()).then(|| format!(
+                "volume {old:?} was injected by migration-injector but another container mounts it, so it is kept; remove it from {field}spec.volumes yourself if it is unused"
+            ))
+        },
     )?;
     plan_record(
         template,
@@ -188,95 +244,112 @@ fn parse(item: &Item<'_>) -> Value {
     serde_json::from_str(item.raw.get()).unwrap_or(Value::Null)
 }
 
-fn plan_init_container(
-    spec: &PodSpecLists<'_>,
-    desired: Option<&mut Injection>,
-    record: &Record,
+/// The item the injector wants in a list.
+struct Desired<'d> {
+    name: &'d str,
+    item: Value,
+    /// Where it goes; `None`: anywhere (appended once, never moved).
+    position: Option<Position>,
+}
+
+/// Plans one list: removes the item injected under a name no longer wanted, inserts or updates
+/// the desired one, and returns the name the injector owns afterwards. `clash_elsewhere` names
+/// another list that already uses the desired name (and what its items are); `keep` says why a no-longer-wanted item
+/// must stay (a warning).
+#[allow(clippy::too_many_arguments)]
+fn plan_list(
+    list: List,
+    items: Option<&[Item<'_>]>,
+    desired: Option<Desired<'_>>,
+    recorded: Option<&str>,
     field: &str,
-    owned: &mut Record,
     plan: &mut Plan,
-) -> Result<(), Denial> {
-    let items = spec.init_containers.as_deref().unwrap_or_default();
+    clash_elsewhere: impl Fn(&str) -> Option<(&'static str, &'static str)>,
+    keep: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, Denial> {
+    let existed = items.is_some();
+    let items = items.unwrap_or_default();
     let mut names: Vec<&str> = items.iter().map(|i| &*i.name).collect();
     let start = plan.edits.len();
+    let mut owned = None;
 
-    // An init container injected under a name no longer wanted is removed.
-    if let Some(old) = record.init_container.as_deref() {
-        if desired.as_ref().is_none_or(|d| d.container_name != old) {
+    // The item injected under a name no longer wanted is removed.
+    if let Some(old) = recorded {
+        if desired.as_ref().is_none_or(|d| d.name != old) {
             if let Some(i) = position_of(&names, old) {
-                plan.edits.push(Edit::RemoveInitContainer { index: i });
-                names.remove(i);
+                match keep(old) {
+                    Some(warning) => plan.warnings.push(warning),
+                    None => {
+                        plan.edits.push(Edit::Remove { list, index: i });
+                        names.remove(i);
+                    }
+                }
             }
         }
     }
 
-    if let Some(d) = desired {
-        let position = d.position;
-        let insert = |names: &mut Vec<&str>, plan: &mut Plan, container: Value| {
-            let edit = if spec.init_containers.is_none() {
-                Edit::CreateInitContainers(Value::Array(vec![container]))
+    if let Some(Desired {
+        name,
+        item,
+        position,
+    }) = desired
+    {
+        let insert = |names: &mut Vec<&str>, plan: &mut Plan, item: Value| {
+            plan.edits.push(if !existed {
+                Edit::CreateList { list, item }
             } else {
-                match position {
-                    Position::First => Edit::InsertInitContainer {
-                        index: Some(0),
-                        container,
-                    },
-                    Position::Last => Edit::InsertInitContainer {
-                        index: None,
-                        container,
-                    },
+                Edit::Insert {
+                    list,
+                    index: (position == Some(Position::First)).then_some(0),
+                    item,
                 }
-            };
-            plan.edits.push(edit);
+            });
             match position {
-                Position::First => names.insert(0, ""),
-                Position::Last => names.push(""),
+                Some(Position::First) => names.insert(0, ""),
+                _ => names.push(""),
             }
         };
-        match position_of(&names, &d.container_name) {
+        let clash = |other: &str, what: &'static str| Denial::Clash {
+            field: format!("{field}spec.{other}"),
+            what,
+            name: name.to_owned(),
+            rename: list.rename_key(),
+        };
+        match position_of(&names, name) {
             None => {
-                // Container names are unique across init and app containers.
-                if app_container_named(spec, &d.container_name) {
-                    return Err(Denial::Clash {
-                        field: format!("{field}spec.containers"),
-                        what: "a container",
-                        name: d.container_name.clone(),
-                        rename: Key::ContainerName,
-                    });
+                if let Some((other, what)) = clash_elsewhere(name) {
+                    return Err(clash(other, what));
                 }
-                insert(&mut names, plan, std::mem::take(&mut d.container));
-                owned.init_container = Some(d.container_name.clone());
+                insert(&mut names, plan, item);
+                owned = Some(name.to_owned());
             }
             Some(i) => {
                 let existing = items
                     .iter()
-                    .find(|it| it.name == d.container_name)
+                    .find(|it| it.name == name)
                     .map(parse)
                     .unwrap_or(Value::Null);
-                let same = contains(&existing, &d.container, false);
-                if record.init_container.as_deref() == Some(d.container_name.as_str()) {
-                    owned.init_container = Some(d.container_name.clone());
-                    let wanted = match d.position {
-                        Position::First => 0,
-                        Position::Last => names.len() - 1,
+                let same = contains(&existing, &item, false);
+                if recorded == Some(name) {
+                    owned = Some(name.to_owned());
+                    let wanted = match position {
+                        Some(Position::First) => 0,
+                        Some(Position::Last) => names.len() - 1,
+                        None => i,
                     };
                     if i != wanted {
-                        plan.edits.push(Edit::RemoveInitContainer { index: i });
+                        plan.edits.push(Edit::Remove { list, index: i });
                         names.remove(i);
-                        insert(&mut names, plan, std::mem::take(&mut d.container));
+                        insert(&mut names, plan, item);
                     } else if !same {
-                        plan.edits.push(Edit::ReplaceInitContainer {
+                        plan.edits.push(Edit::Replace {
+                            list,
                             index: i,
-                            container: std::mem::take(&mut d.container),
+                            item,
                         });
                     }
                 } else if !same {
-                    return Err(Denial::Clash {
-                        field: format!("{field}spec.initContainers"),
-                        what: "an init container",
-                        name: d.container_name.clone(),
-                        rename: Key::ContainerName,
-                    });
+                    return Err(clash(list.field(), list.what()));
                 }
                 // Otherwise the user wrote exactly what we would inject: theirs, left alone.
             }
@@ -285,9 +358,9 @@ fn plan_init_container(
 
     if names.is_empty() && plan.edits.len() > start {
         plan.edits.truncate(start);
-        plan.edits.push(Edit::RemoveInitContainers);
+        plan.edits.push(Edit::RemoveList { list });
     }
-    Ok(())
+    Ok(owned)
 }
 
 fn app_container_named(spec: &PodSpecLists<'_>, name: &str) -> bool {
@@ -322,81 +395,8 @@ fn volume_in_use(spec: &PodSpecLists<'_>, volume: &str, injected: Option<&str>) 
     in_use
 }
 
-fn plan_volume(
-    spec: &PodSpecLists<'_>,
-    desired: Option<&mut Injection>,
-    record: &Record,
-    field: &str,
-    owned: &mut Record,
-    plan: &mut Plan,
-) -> Result<(), Denial> {
-    let items = spec.volumes.as_deref().unwrap_or_default();
-    let mut names: Vec<&str> = items.iter().map(|i| &*i.name).collect();
-    let start = plan.edits.len();
-
-    if let Some(old) = record.volume.as_deref() {
-        if desired.as_ref().is_none_or(|d| d.volume_name != old) {
-            if let Some(i) = position_of(&names, old) {
-                if volume_in_use(spec, old, record.init_container.as_deref()) {
-                    plan.warnings.push(format!(
-                        "volume {old:?} was injected by migration-injector but another container mounts it, so it is kept; remove it from {field}spec.volumes yourself if it is unused"
-                    ));
-                } else {
-                    plan.edits.push(Edit::RemoveVolume { index: i });
-                    names.remove(i);
-                }
-            }
-        }
-    }
-
-    if let Some(d) = desired {
-        match position_of(&names, &d.volume_name) {
-            None => {
-                let volume = std::mem::take(&mut d.volume);
-                plan.edits.push(if spec.volumes.is_none() {
-                    Edit::CreateVolumes(Value::Array(vec![volume]))
-                } else {
-                    Edit::AppendVolume(volume)
-                });
-                names.push("");
-                owned.volume = Some(d.volume_name.clone());
-            }
-            Some(i) => {
-                let existing = items
-                    .iter()
-                    .find(|it| it.name == d.volume_name)
-                    .map(parse)
-                    .unwrap_or(Value::Null);
-                let same = contains(&existing, &d.volume, false);
-                if record.volume.as_deref() == Some(d.volume_name.as_str()) {
-                    owned.volume = Some(d.volume_name.clone());
-                    if !same {
-                        plan.edits.push(Edit::ReplaceVolume {
-                            index: i,
-                            volume: std::mem::take(&mut d.volume),
-                        });
-                    }
-                } else if !same {
-                    return Err(Denial::Clash {
-                        field: format!("{field}spec.volumes"),
-                        what: "a volume",
-                        name: d.volume_name.clone(),
-                        rename: Key::VolumeName,
-                    });
-                }
-            }
-        }
-    }
-
-    if names.is_empty() && plan.edits.len() > start {
-        plan.edits.truncate(start);
-        plan.edits.push(Edit::RemoveVolumes);
-    }
-    Ok(())
-}
-
 fn plan_record(
-    template: &crate::workload::TemplateView<'_>,
+    template: &super::workload::TemplateView<'_>,
     annotations: &MigrationAnnotations<'_>,
     record: &Record,
     recorded: Option<&str>,

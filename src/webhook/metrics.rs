@@ -1,7 +1,7 @@
 //! Prometheus metrics, served on the admin port at `/metrics`.
 
 use std::sync::atomic::AtomicI64;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,24 +59,15 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
-/// The Prometheus text exposition of every metric.
-pub fn encode() -> String {
+/// The Prometheus text exposition of every metric. The certificate expiry is read from the
+/// store at scrape time, so it is right whichever code path loaded the certificate.
+pub fn encode(certs: &CertStore) -> String {
+    if let Some(t) = certs.not_after() {
+        METRICS.cert_not_after.set(t);
+    }
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &METRICS.registry).is_err() {
         out.clear();
     }
     out
-}
-
-/// Publishes and logs the expiry of the certificate now served.
-pub fn record_cert(store: &Arc<CertStore>) {
-    if let Some(t) = store.not_after() {
-        METRICS.cert_not_after.set(t);
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        tracing::info!(
-            not_after_unix = t,
-            days_left = (t - now) / 86_400,
-            "serving certificate expiry"
-        );
-    }
 }

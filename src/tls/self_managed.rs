@@ -20,8 +20,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use crate::certs::{self, Ca, CertError};
-use crate::tls::{self, CertStore};
+use super::ca::{self as certs, Ca, CertError};
+use super::store::{self as tls, CertStore};
 
 const CA_CERT_KEY: &str = "ca.crt";
 const CA_KEY_KEY: &str = "ca.key";
@@ -30,7 +30,7 @@ const CA_DAYS: u32 = 3650;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelfManagedError {
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API request failed")]
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Cert(#[from] CertError),
@@ -230,7 +230,6 @@ pub async fn maintain(
             match issue_into(&ca, &cfg, &store) {
                 Ok(()) => {
                     tracing::info!("issued a new self-managed serving certificate");
-                    crate::metrics::record_cert(&store);
                 }
                 Err(e) => tracing::error!(error = %e, "issuing the serving certificate failed"),
             }

@@ -1,23 +1,23 @@
-//! `migration-injector inject`: the webhook's mutation applied to manifests on disk. Reads
+//! The webhook's mutation applied to manifests (what `migration-injector inject` prints). Reads
 //! multi-document YAML or JSON (including `kind: List`), mutates every supported workload with
 //! the same code as the webhook, and passes other documents through.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::InjectorConfig;
-use crate::mutation::{mutate, MutationError};
-use crate::workload::WorkloadKind;
+use super::config::InjectorConfig;
+use super::workload::WorkloadKind;
+use super::{mutate, MutationError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("document {index}: {source}")]
+    #[error("document {index}")]
     Yaml {
         index: usize,
         #[source]
         source: serde_yaml_ng::Error,
     },
-    #[error("document {index} ({kind} {name:?}): {source}")]
+    #[error("document {index} ({kind} {name:?})")]
     Mutation {
         index: usize,
         kind: WorkloadKind,
@@ -25,7 +25,7 @@ pub enum InjectError {
         #[source]
         source: MutationError,
     },
-    #[error("document {index} ({kind} {name:?}): the patch does not apply: {source}")]
+    #[error("document {index} ({kind} {name:?}): the patch does not apply")]
     Apply {
         index: usize,
         kind: WorkloadKind,
@@ -33,8 +33,10 @@ pub enum InjectError {
         #[source]
         source: json_patch::PatchError,
     },
-    #[error("cannot write output: {0}")]
-    Output(String),
+    #[error("cannot write output")]
+    Output(#[source] serde_json::Error),
+    #[error("cannot write output")]
+    OutputYaml(#[source] serde_yaml_ng::Error),
 }
 
 /// The result of injecting into one input.
@@ -174,9 +176,7 @@ pub fn render(injected: &Injected) -> Result<String, InjectError> {
     if injected.json {
         let mut out = String::new();
         for d in &injected.documents {
-            out.push_str(
-                &serde_json::to_string_pretty(d).map_err(|e| InjectError::Output(e.to_string()))?,
-            );
+            out.push_str(&serde_json::to_string_pretty(d).map_err(InjectError::Output)?);
             out.push('\n');
         }
         return Ok(out);
@@ -193,9 +193,7 @@ pub fn render(injected: &Injected) -> Result<String, InjectError> {
                     out.push('\n');
                 }
             }
-            None => out.push_str(
-                &serde_yaml_ng::to_string(d).map_err(|e| InjectError::Output(e.to_string()))?,
-            ),
+            None => out.push_str(&serde_yaml_ng::to_string(d).map_err(InjectError::OutputYaml)?),
         }
     }
     Ok(out)

@@ -3,36 +3,13 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::annotations::{Key, Layered};
-use crate::config::InjectorConfig;
-use crate::denial::Denial;
-use crate::validate;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullPolicy {
-    Always,
-    IfNotPresent,
-    Never,
-}
-
-impl PullPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PullPolicy::Always => "Always",
-            PullPolicy::IfNotPresent => "IfNotPresent",
-            PullPolicy::Never => "Never",
-        }
-    }
-}
-
-/// Where the injected init container goes among the user's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Position {
-    /// Before every existing init container.
-    First,
-    /// After every existing init container (a wait-for-db, say).
-    Last,
-}
+use super::annotations::{Key, Layered};
+use super::config::{InjectorConfig, Position};
+use super::denial::Denial;
+use super::validate;
+use super::values::{
+    invalid, parse_position, parse_pull_policy, parse_quantity, parse_string_list, parse_text,
+};
 
 /// The resolved injection for one workload.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,93 +22,6 @@ pub struct Injection {
     /// The Secret volume, as JSON.
     pub volume: Value,
     pub warnings: Vec<String>,
-}
-
-fn invalid(key: Key, value: &str, problem: &str, fix: impl Into<String>) -> Denial {
-    Denial::invalid(key, value, problem, fix)
-}
-
-/// Checks a single-string value by its key's rule.
-pub fn parse_text(key: Key, value: &str) -> Result<&str, Denial> {
-    type Check = fn(&str) -> Result<(), &'static str>;
-    let (check, fix): (Check, &str) = match key {
-        Key::Secret => (
-            validate::dns_subdomain,
-            "use the name of a Secret in the workload's namespace",
-        ),
-        Key::VolumeName | Key::ContainerName => (
-            validate::dns_label,
-            "use a lower-case RFC 1123 name such as \"migrate-db\"",
-        ),
-        Key::MountPath => (
-            validate::mount_path,
-            "use an absolute path such as \"/etc/atlas\"",
-        ),
-        Key::ConfigFile => (
-            validate::relative_file,
-            "use a file name inside the mount path such as \"atlas.hcl\"",
-        ),
-        Key::Env => (
-            validate::word,
-            "use the name of an env block of atlas.hcl such as \"k8s\"",
-        ),
-        _ => (|_| Ok(()), ""),
-    };
-    check(value).map_err(|problem| invalid(key, value, problem, fix))?;
-    Ok(value)
-}
-
-pub fn parse_pull_policy(key: Key, value: &str) -> Result<PullPolicy, Denial> {
-    match value {
-        "Always" => Ok(PullPolicy::Always),
-        "IfNotPresent" => Ok(PullPolicy::IfNotPresent),
-        "Never" => Ok(PullPolicy::Never),
-        _ => Err(invalid(
-            key,
-            value,
-            "is not an image pull policy",
-            "use Always, IfNotPresent or Never",
-        )),
-    }
-}
-
-pub fn parse_position(key: Key, value: &str) -> Result<Position, Denial> {
-    match value {
-        "first" => Ok(Position::First),
-        "last" => Ok(Position::Last),
-        _ => Err(invalid(
-            key,
-            value,
-            "is not a position",
-            "use \"first\" or \"last\"",
-        )),
-    }
-}
-
-pub fn parse_quantity(key: Key, value: &str) -> Result<i128, Denial> {
-    validate::quantity(value).map_err(|problem| {
-        let example = match key {
-            Key::CpuRequest | Key::CpuLimit => "\"100m\" or \"0.5\"",
-            _ => "\"128Mi\" or \"1Gi\"",
-        };
-        invalid(
-            key,
-            value,
-            problem,
-            format!("use a quantity such as {example}"),
-        )
-    })
-}
-
-pub fn parse_string_list(key: Key, value: &str) -> Result<Vec<String>, Denial> {
-    serde_json::from_str::<Vec<String>>(value).map_err(|_| {
-        invalid(
-            key,
-            value,
-            "is not a JSON array of strings",
-            r#"write it as JSON, for example ["migrate","up"]"#,
-        )
-    })
 }
 
 /// Whether `image` falls under `prefix`, on a path boundary: `ghcr.io/org` allows
@@ -324,7 +214,7 @@ fn resources(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotations::MigrationAnnotations;
+    use crate::mutate::annotations::MigrationAnnotations;
 
     fn annos(pairs: &[(Key, &str)]) -> MigrationAnnotations<'static> {
         let mut a = MigrationAnnotations::default();

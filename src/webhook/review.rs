@@ -10,9 +10,9 @@ use kube::core::Status;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::InjectorConfig;
-use crate::mutation::{mutate, mutate_view, Mutation, MutationError};
-use crate::workload::{ObjectView, WorkloadKind};
+use crate::mutate::denial::Denial;
+use crate::mutate::workload::{ObjectView, WorkloadKind};
+use crate::mutate::{error_chain, mutate, mutate_view, InjectorConfig, Mutation, MutationError};
 
 /// The review, with the object decoded as `O`: first as an [`ObjectView`] in the same pass
 /// (the fast path), and only if that fails as raw JSON, to tell a broken object of a handled
@@ -102,7 +102,7 @@ pub struct Reviewed {
 
 /// The body is not an AdmissionReview at all: answered with HTTP 400.
 #[derive(Debug, thiserror::Error)]
-#[error("request body is not an AdmissionReview: {0}")]
+#[error("request body is not an AdmissionReview")]
 pub struct NotAReview(#[source] pub serde_json::Error);
 
 fn allowed(uid: &str) -> AdmissionResponse {
@@ -204,7 +204,7 @@ fn answer<O>(
         Err(MutationError::Denied(d)) => {
             let message = d.to_string();
             let code = match d {
-                crate::denial::Denial::ImageNotAllowed { .. } => 403,
+                Denial::ImageNotAllowed { .. } => 403,
                 _ => 400,
             };
             let mut r = allowed(&req.uid);
@@ -213,7 +213,7 @@ fn answer<O>(
             finish(r, Verdict::Denied, Some(message))
         }
         Err(e @ MutationError::Decode { .. }) => {
-            let message = e.to_string();
+            let message = error_chain(&e);
             let mut r = AdmissionResponse::invalid(&message);
             r.uid = req.uid.into_owned();
             r.result.code = 400;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::annotations::Key;
+use super::annotations::Key;
 
 /// A refusal of an object the user wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

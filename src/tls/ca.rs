@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
     #[error("{0:?} is not a valid DNS name for a certificate")]
     BadName(String),

@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::annotations::MigrationAnnotations;
+use super::annotations::MigrationAnnotations;
 
 /// A kind whose pod template the injector mutates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -314,7 +314,7 @@ impl<'a> WorkloadView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::annotations::Key;
+    use crate::mutate::annotations::Key;
 
     #[test]
     fn kinds_from_gvk() {

@@ -1,11 +1,9 @@
-//! Serving TLS: rustls (TLS 1.2 and 1.3 only, ring provider) with a certificate store that is
-//! swapped atomically when the cert/key files change. Files are polled, not watched: kubelet
-//! updates a Secret volume by swapping a `..data` symlink, which inotify on the files misses.
+//! The served certificate: rustls (TLS 1.2 and 1.3 only, ring provider) with a store whose
+//! certificate is swapped atomically while connections are accepted.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use rustls::crypto::CryptoProvider;
@@ -17,7 +15,7 @@ use rustls::ServerConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -34,9 +32,9 @@ pub enum TlsError {
         not_before: String,
         not_after: String,
     },
-    #[error("the certificate and key do not form a usable pair: {0}")]
+    #[error("the certificate and key do not form a usable pair")]
     Pair(#[source] rustls::Error),
-    #[error("TLS configuration failed: {0}")]
+    #[error("TLS configuration failed")]
     Config(#[source] rustls::Error),
 }
 
@@ -115,9 +113,15 @@ impl CertStore {
     }
 
     pub fn set(&self, key: CertifiedKey) {
-        self.not_after
-            .store(not_after(&key).unwrap_or(0), Ordering::Relaxed);
+        let expiry = not_after(&key).unwrap_or(0);
+        self.not_after.store(expiry, Ordering::Relaxed);
         self.current.store(Some(Arc::new(key)));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        tracing::info!(
+            not_after_unix = expiry,
+            days_left = (expiry - now) / 86_400,
+            "serving certificate loaded"
+        );
     }
 
     /// Whether a certificate is loaded and has not expired: what readiness reports.
@@ -148,67 +152,4 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsErro
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Cert and key files, re-read on an interval; a new pair is taken only when it is complete and
-/// consistent, so a half-written rotation keeps the old certificate.
-#[derive(Debug)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    last: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl CertFiles {
-    pub fn new(cert: PathBuf, key: PathBuf) -> Self {
-        CertFiles {
-            cert,
-            key,
-            last: None,
-        }
-    }
-
-    fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-        std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.to_owned(),
-            source,
-        })
-    }
-
-    /// Loads the pair if it changed since the last successful load. `Ok(None)`: unchanged.
-    pub fn reload(&mut self) -> Result<Option<CertifiedKey>, TlsError> {
-        let cert = Self::read(&self.cert)?;
-        let key = Self::read(&self.key)?;
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|(c, k)| *c == cert && *k == key)
-        {
-            return Ok(None);
-        }
-        let what = format!("{} + {}", self.cert.display(), self.key.display());
-        let certified = certified_key(&cert, &key, &what)?;
-        check_validity(&certified, &what)?;
-        self.last = Some((cert, key));
-        Ok(Some(certified))
-    }
-}
-
-/// Polls `files` every `interval` and swaps new pairs into `store`, until the task is dropped.
-pub async fn watch(mut files: CertFiles, store: Arc<CertStore>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match files.reload() {
-            Ok(Some(key)) => {
-                store.set(key);
-                tracing::info!(cert = %files.cert.display(), "loaded a new serving certificate");
-                crate::metrics::record_cert(&store);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "keeping the current serving certificate"),
-        }
-    }
 }

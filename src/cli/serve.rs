@@ -1,40 +1,17 @@
-//! Command-line interface: `serve`, `inject` and `certs generate`. Every flag the Helm chart
-//! sets has an env-var fallback.
+//! `migration-injector serve`: flags to the library's certificate source and [`Server`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use migration_injector::mutate::InjectorConfig;
+use migration_injector::tls::{self, self_managed::SelfManaged, CertSource};
+use migration_injector::webhook::{shutdown, Limits, Server, ServerOptions, Stopped};
+use tracing_subscriber::EnvFilter;
 
-use crate::config::InjectionArgs;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "migration-injector",
-    version,
-    about = "Injects a schema-migration init container into annotated Kubernetes workloads"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the mutating admission webhook (HTTPS) and its admin endpoints (HTTP).
-    Serve(Box<ServeArgs>),
-    /// Apply the webhook's mutation to manifests and print the result.
-    Inject(Box<InjectArgs>),
-    /// Certificate tooling for the webhook's TLS.
-    #[command(subcommand)]
-    Certs(CertsCommand),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use super::injection_args::InjectionArgs;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -167,42 +144,94 @@ pub struct ServeArgs {
     pub injection: InjectionArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct InjectArgs {
-    /// Manifest file (YAML or JSON, multi-document), or `-` for stdin.
-    #[arg(short = 'f', long = "filename")]
-    pub file: PathBuf,
-    #[command(flatten)]
-    pub injection: InjectionArgs,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum CertsCommand {
-    /// Generate a CA and a serving certificate for the webhook Service.
-    Generate(CertsGenerateArgs),
+fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
+    let filter = EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
 }
 
-#[derive(Debug, Args)]
-pub struct CertsGenerateArgs {
-    /// Name of the webhook's Service.
-    #[arg(long, default_value = "migration-injector")]
-    pub service: String,
-    /// Namespace of the webhook's Service.
-    #[arg(long, default_value = "migration-injector")]
-    pub namespace: String,
-    /// Directory to write ca.crt, tls.crt and tls.key into.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Validity of the CA and the serving certificate, in days.
-    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
-    pub days: u32,
-    /// Extra IP address SANs (repeatable), e.g. 127.0.0.1 for a webhook reached by URL.
-    #[arg(long = "ip")]
-    pub ips: Vec<IpAddr>,
-    /// Extra DNS name SANs (repeatable).
-    #[arg(long = "dns")]
-    pub dns: Vec<String>,
-    /// Overwrite an existing tls.key.
-    #[arg(long)]
-    pub force: bool,
+impl ServeArgs {
+    /// The certificate source the flags choose; conflicting flags are refused.
+    fn cert_source(&self) -> Result<CertSource> {
+        if self.self_managed {
+            if self.self_signed || self.tls_cert_file.is_some() || self.tls_key_file.is_some() {
+                bail!("--self-managed manages the certificate itself: drop --self-signed, --tls-cert-file and --tls-key-file");
+            }
+            return Ok(CertSource::SelfManaged {
+                config: SelfManaged {
+                    namespace: self
+                        .namespace
+                        .clone()
+                        .context("--self-managed needs --namespace")?,
+                    service: self.service_name.clone(),
+                    ca_secret: self.ca_secret_name.clone(),
+                    webhook_config: self.webhook_config_name.clone(),
+                    extra_ips: self.cert_ips.clone(),
+                    cert_days: self.self_managed_cert_days,
+                },
+                check_interval: Duration::from_secs(self.self_managed_check_interval),
+            });
+        }
+        if self.self_signed {
+            return Ok(CertSource::SelfSigned {
+                ca_out: self.self_signed_ca_out.clone(),
+            });
+        }
+        let (Some(cert), Some(key)) = (self.tls_cert_file.clone(), self.tls_key_file.clone())
+        else {
+            bail!("give --tls-cert-file and --tls-key-file, --self-signed or --self-managed");
+        };
+        Ok(CertSource::Files {
+            cert,
+            key,
+            reload_interval: Duration::from_secs(self.cert_reload_interval),
+        })
+    }
+
+    fn options(&self) -> ServerOptions {
+        ServerOptions {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                request_timeout: Duration::from_secs(self.request_timeout_seconds),
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                ..Limits::default()
+            },
+            grace: Duration::from_secs(self.shutdown_grace_seconds),
+            shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
+        }
+    }
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    init_tracing(args.log_format, &args.log_level)?;
+    let source = args.cert_source()?;
+    let options = args.options();
+    let config = InjectorConfig::from(args.injection);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        // Certificates are ready before any socket binds, so a bad pair fails the start.
+        let store = tls::start(source).await?;
+        let server = Server::bind(config, store, options).await?;
+        let (first, second) = shutdown::signals();
+        match server.run(first, second).await {
+            Stopped::Drained => Ok(()),
+            Stopped::Aborted => bail!("stopped by a second signal before the drain finished"),
+        }
+    })
 }

@@ -7,70 +7,49 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-/// Every key the injector reads, plus the record it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key {
-    Image,
-    Secret,
-    VolumeName,
-    Env,
-    MountPath,
-    ConfigFile,
-    Args,
-    Command,
-    PullPolicy,
-    ContainerName,
-    Position,
-    CpuRequest,
-    CpuLimit,
-    MemoryRequest,
-    MemoryLimit,
+/// Declares [`Key`] from one table, so a key cannot exist without its annotation name.
+macro_rules! keys {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// Every key the injector reads, plus the record it writes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Key {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Key {
+            pub const ALL: [Key; [$($name),*].len()] = [$(Key::$variant),*];
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Key::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+keys! {
+    Image => "migrations.io/image",
+    Secret => "migrations.io/secret",
+    VolumeName => "migrations.io/volume-name",
+    Env => "migrations.io/env",
+    MountPath => "migrations.io/mount-path",
+    ConfigFile => "migrations.io/config-file",
+    Args => "migrations.io/args",
+    Command => "migrations.io/command",
+    PullPolicy => "migrations.io/pull-policy",
+    ContainerName => "migrations.io/container-name",
+    Position => "migrations.io/position",
+    CpuRequest => "migrations.io/cpu-request",
+    CpuLimit => "migrations.io/cpu-limit",
+    MemoryRequest => "migrations.io/memory-request",
+    MemoryLimit => "migrations.io/memory-limit",
     /// Written by the injector on the pod template: what it injected, so UPDATE and removal
     /// touch exactly that.
-    Injected,
+    Injected => "migrations.io/injected",
 }
 
 impl Key {
-    pub const ALL: [Key; 16] = [
-        Key::Image,
-        Key::Secret,
-        Key::VolumeName,
-        Key::Env,
-        Key::MountPath,
-        Key::ConfigFile,
-        Key::Args,
-        Key::Command,
-        Key::PullPolicy,
-        Key::ContainerName,
-        Key::Position,
-        Key::CpuRequest,
-        Key::CpuLimit,
-        Key::MemoryRequest,
-        Key::MemoryLimit,
-        Key::Injected,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Key::Image => "migrations.io/image",
-            Key::Secret => "migrations.io/secret",
-            Key::VolumeName => "migrations.io/volume-name",
-            Key::Env => "migrations.io/env",
-            Key::MountPath => "migrations.io/mount-path",
-            Key::ConfigFile => "migrations.io/config-file",
-            Key::Args => "migrations.io/args",
-            Key::Command => "migrations.io/command",
-            Key::PullPolicy => "migrations.io/pull-policy",
-            Key::ContainerName => "migrations.io/container-name",
-            Key::Position => "migrations.io/position",
-            Key::CpuRequest => "migrations.io/cpu-request",
-            Key::CpuLimit => "migrations.io/cpu-limit",
-            Key::MemoryRequest => "migrations.io/memory-request",
-            Key::MemoryLimit => "migrations.io/memory-limit",
-            Key::Injected => "migrations.io/injected",
-        }
-    }
-
     fn from_name(s: &str) -> Option<Key> {
         // Cheap reject for the common case: most annotations are not ours.
         if !s.starts_with("migrations.io/") {

@@ -1,0 +1,45 @@
+//! The binary's edge: the clap types and the subcommands (`serve`, `inject` on files, `certs`),
+//! wiring flags to the library, with anyhow errors. Every flag the Helm chart sets has an
+//! env-var fallback.
+
+mod certs;
+mod inject;
+mod injection_args;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+pub use certs::CertsCommand;
+pub use inject::InjectArgs;
+pub use serve::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "migration-injector",
+    version,
+    about = "Injects a schema-migration init container into annotated Kubernetes workloads"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the mutating admission webhook (HTTPS) and its admin endpoints (HTTP).
+    Serve(Box<ServeArgs>),
+    /// Apply the webhook's mutation to manifests and print the result.
+    Inject(Box<InjectArgs>),
+    /// Certificate tooling for the webhook's TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve::serve(*args),
+        Command::Inject(args) => inject::inject(*args),
+        Command::Certs(cmd) => certs::certs(cmd),
+    }
+}
