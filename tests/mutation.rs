@@ -632,3 +632,105 @@ fn copies_made_by_workload_controllers_are_left_alone() {
         "opt-out applies"
     );
 }
+
+/// The record is written by whoever writes the object: a tenant naming another webhook's init
+/// container and volume in it (a mesh's `istio-init`, say) must not get them removed.
+#[test]
+fn a_forged_record_cannot_remove_what_was_not_injected() {
+    let istio_init = json!({"name": "istio-init", "image": "docker.io/istio/proxyv2:1.20.0",
+        "args": ["istio-iptables", "-p", "15001"],
+        "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}, "runAsUser": 0}});
+    let certs = json!({"name": "certs", "emptyDir": {"medium": "Memory"}});
+    let forged = r#"{"initContainer":"istio-init","volume":"certs"}"#;
+    for opted_in in [false, true] {
+        let mut d = guide_deployment();
+        if !opted_in {
+            remove_image(&mut d);
+        }
+        let t = &mut d["spec"]["template"];
+        t["metadata"]["annotations"] = json!({"migrations.io/injected": forged});
+        t["spec"]["initContainers"] = json!([istio_init.clone()]);
+        t["spec"]["volumes"] = json!([certs.clone()]);
+        let (out, warnings, _) = apply(Deployment, &d, &InjectorConfig::default(), true).unwrap();
+        let s = &out["spec"]["template"]["spec"];
+        assert_eq!(s["initContainers"][0], istio_init, "opted in: {opted_in}");
+        assert_eq!(s["volumes"][0], certs, "opted in: {opted_in}");
+        assert_warned(
+            &warnings,
+            "migrations.io/injected names init container \"istio-init\"",
+        );
+        assert_warned(&warnings, "migrations.io/injected names volume \"certs\"");
+        // The forged claim is not carried forward.
+        let record = &out["spec"]["template"]["metadata"]["annotations"]["migrations.io/injected"];
+        if opted_in {
+            assert_eq!(record, RECORD);
+            assert_eq!(s["initContainers"][1]["name"], "migrate");
+        } else {
+            assert!(record.is_null(), "{record}");
+        }
+    }
+    // A Secret volume mounted by a forged-record container is not trusted through it either.
+    let mut d = guide_deployment();
+    remove_image(&mut d);
+    let t = &mut d["spec"]["template"];
+    t["metadata"]["annotations"] = json!({"migrations.io/injected": r#"{"initContainer":"vault-agent-init","volume":"vault-token"}"#});
+    let vault = json!({"name": "vault-agent-init", "image": "hashicorp/vault:1.15",
+        "args": ["agent"], "volumeMounts": [{"name": "vault-token", "mountPath": "/vault", "readOnly": false}]});
+    t["spec"]["initContainers"] = json!([vault.clone()]);
+    t["spec"]["volumes"] =
+        json!([{"name": "vault-token", "secret": {"secretName": "vault-token"}}]);
+    let (out, warnings, _) = apply(Deployment, &d, &InjectorConfig::default(), true).unwrap();
+    assert_eq!(out["spec"]["template"]["spec"]["initContainers"][0], vault);
+    assert_eq!(
+        out["spec"]["template"]["spec"]["volumes"][0]["name"],
+        "vault-token"
+    );
+    assert_warned(&warnings, "vault-agent-init");
+}
+
+#[test]
+fn control_characters_roots_and_huge_values_are_refused() {
+    for (key, value, problem) in [
+        (
+            "migrations.io/mount-path",
+            "/etc/atlas\u{0}",
+            "control characters",
+        ),
+        (
+            "migrations.io/mount-path",
+            "/etc/at\nlas",
+            "control characters",
+        ),
+        ("migrations.io/mount-path", "/", "root directory"),
+        ("migrations.io/mount-path", "//./", "root directory"),
+        (
+            "migrations.io/config-file",
+            "atlas\u{1b}[31m.hcl",
+            "control characters",
+        ),
+        ("migrations.io/env", "k8s\u{7}", "control characters"),
+    ] {
+        let mut d = guide_deployment();
+        annotate(&mut d, key, value);
+        let message = deny(Deployment, &d);
+        assert!(
+            message.contains(key) && message.contains(problem),
+            "{key}={value:?}: {message}"
+        );
+        assert!(!message.contains(['\n', '\u{0}', '\u{1b}']), "{message:?}");
+    }
+    // A 200 kB value is refused, and echoed cut short with its length.
+    let mut d = guide_deployment();
+    let huge = format!("/{}", "a".repeat(200_000));
+    annotate(&mut d, "migrations.io/mount-path", &huge);
+    let message = deny(Deployment, &d);
+    assert!(message.len() < 600, "{} bytes", message.len());
+    assert!(message.contains("(200001 bytes in all)"), "{message}");
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/image", &"a".repeat(200_000));
+    let message = deny(Deployment, &d);
+    assert!(
+        message.len() < 600 && message.contains("(200000 bytes in all)"),
+        "{message}"
+    );
+}

@@ -8,7 +8,7 @@ use super::annotations::Key;
 /// A refusal of an object the user wrote.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
-    #[error("annotation {key}={value:?} {problem}; fix: {fix}", value = Shorten(value))]
+    #[error("annotation {key}={value:?} {problem}; fix: {fix}", value = Quoted(value))]
     InvalidAnnotation {
         key: Key,
         value: String,
@@ -19,7 +19,7 @@ pub enum Denial {
     #[error(
         "annotation {key}={image:?} names an image outside the allowed registries; fix: use an image starting with one of: {allowed}",
         key = Key::Image,
-        image = Shorten(image),
+        image = Quoted(image),
         allowed = allowed.join(", ")
     )]
     ImageNotAllowed { image: String, allowed: Vec<String> },
@@ -42,18 +42,28 @@ pub enum Denial {
     },
 }
 
-/// Long values (a pasted manifest, say) are cut so the message stays readable.
-struct Shorten<'a>(&'a str);
+/// A value a client controls, as it may appear in a message, warning or log line: quoted with
+/// escapes (so a newline or an escape sequence cannot forge a line or colour a terminal) and cut
+/// after [`Quoted::MAX`] characters, stating the full length.
+#[derive(Clone, Copy)]
+pub struct Quoted<'a>(pub &'a str);
 
-impl fmt::Debug for Shorten<'_> {
+impl Quoted<'_> {
+    pub const MAX: usize = 200;
+}
+
+impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX: usize = 120;
-        if self.0.chars().count() <= MAX {
-            fmt::Debug::fmt(self.0, f)
-        } else {
-            let cut: String = self.0.chars().take(MAX).collect();
-            write!(f, "{:?}...", cut)
+        match self.0.char_indices().nth(Self::MAX) {
+            None => fmt::Debug::fmt(self.0, f),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes in all)", &self.0[..cut], self.0.len()),
         }
+    }
+}
+
+impl fmt::Debug for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -100,6 +110,14 @@ mod tests {
             r#"annotation migrations.io/pull-policy="Sometimes" is not an image pull policy; fix: use Always, IfNotPresent or Never"#
         );
         let long = Denial::invalid(Key::Env, &"x\n".repeat(500), "p", "f").to_string();
-        assert!(!long.contains('\n') && long.len() < 400, "{long}");
+        assert!(!long.contains('\n') && long.len() < 600, "{long}");
+        assert!(long.contains("(1000 bytes in all)"), "{long}");
+        let value = "y".repeat(200_000);
+        let huge = Denial::invalid(Key::Env, &value, "p", "f").to_string();
+        assert!(
+            huge.len() < 400 && huge.contains("(200000 bytes in all)"),
+            "{huge}"
+        );
+        assert_eq!(Quoted("a\u{1b}[31m").to_string(), r#""a\u{1b}[31m""#);
     }
 }

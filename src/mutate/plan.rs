@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::annotations::{Key, Layered, MigrationAnnotations};
 use super::config::InjectorConfig;
 use super::config::Position;
-use super::denial::Denial;
+use super::denial::{Denial, Quoted};
 use super::resolve;
 use super::validate;
 use super::workload::{Item, PodSpecLists, WorkloadKind, WorkloadView};
@@ -146,8 +146,9 @@ pub fn plan(
         None => Record::default(),
         Some(raw) => serde_json::from_str::<Record>(raw).unwrap_or_else(|_| {
             plan.warnings.push(format!(
-                "{}={raw:?} is not a record migration-injector wrote; ignoring it (nothing will be treated as injected)",
-                Key::Injected
+                "{}={} is not a record migration-injector wrote; ignoring it (nothing will be treated as injected)",
+                Key::Injected,
+                Quoted(raw)
             ));
             Record::default()
         }),
@@ -175,6 +176,8 @@ pub fn plan(
     if let Some(d) = &mut desired {
         plan.warnings.append(&mut d.warnings);
     }
+    let claimed = record.clone();
+    let record = trusted(record, spec, &mut plan.warnings);
 
     let mut owned = Record::default();
     let (container, volume) = match desired.as_mut() {
@@ -214,14 +217,15 @@ pub fn plan(
         |_| None,
         |old| {
             volume_in_use(spec, old, record.init_container.as_deref()).then(|| format!(
-                "volume {old:?} was injected by migration-injector but another container mounts it, so it is kept; remove it from {field}spec.volumes yourself if it is unused"
+                "volume {} was injected by migration-injector but another container mounts it, so it is kept; remove it from {field}spec.volumes yourself if it is unused",
+                Quoted(old)
             ))
         },
     )?;
     plan_record(
         template,
         template_annotations,
-        &record,
+        &claimed,
         recorded,
         &owned,
         &mut plan,
@@ -361,6 +365,99 @@ fn plan_list(
         plan.edits.push(Edit::RemoveList { list });
     }
     Ok(owned)
+}
+
+/// Fields the injector sets on its container, and those the API server defaults on any.
+const INJECTED_CONTAINER_FIELDS: &[&str] = &[
+    "name",
+    "image",
+    "imagePullPolicy",
+    "command",
+    "args",
+    "env",
+    "resources",
+    "securityContext",
+    "volumeMounts",
+    "terminationMessagePolicy",
+    "terminationMessagePath",
+];
+
+fn only_fields(value: &Value, allowed: &[&str]) -> bool {
+    value
+        .as_object()
+        .is_some_and(|o| o.keys().all(|k| allowed.contains(&k.as_str())))
+}
+
+/// Whether an init container has the shape of one the injector wrote: only the fields it sets,
+/// and its config from exactly where the injector puts it: one read-only mount of the recorded
+/// volume, or (with no volume) environment only from Secret keys. A mesh's or Vault's init
+/// container fails this, so a forged record cannot make the injector remove it.
+fn looks_like_injected_container(item: &Value, volume: Option<&str>) -> bool {
+    let mounts = item
+        .get("volumeMounts")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let env = item
+        .get("env")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let config_ok = match volume {
+        Some(v) => {
+            mounts.len() == 1
+                && only_fields(&mounts[0], &["name", "mountPath", "readOnly"])
+                && mounts[0].get("readOnly") == Some(&Value::Bool(true))
+                && mounts[0].get("name").and_then(Value::as_str) == Some(v)
+        }
+        None => mounts.is_empty() && !env.is_empty(),
+    };
+    let env_ok = env.iter().all(|e| {
+        only_fields(e, &["name", "valueFrom"])
+            && e.get("valueFrom")
+                .is_some_and(|f| only_fields(f, &["secretKeyRef"]))
+    });
+    only_fields(item, INJECTED_CONTAINER_FIELDS) && config_ok && env_ok
+}
+
+/// Whether a volume has the shape of the one the injector writes: a Secret volume, nothing else.
+fn looks_like_injected_volume(item: &Value) -> bool {
+    only_fields(item, &["name", "secret"])
+        && item
+            .get("secret")
+            .is_some_and(|s| only_fields(s, &["secretName", "defaultMode"]))
+}
+
+/// The record, minus any name whose item does not look like what the injector writes: the
+/// record is written by whoever writes the object, so it is a claim to check, not a fact.
+fn trusted(record: Record, spec: &PodSpecLists<'_>, warnings: &mut Vec<String>) -> Record {
+    let find = |items: &Option<Vec<Item<'_>>>, name: &str| {
+        items.iter().flatten().find(|i| i.name == name).map(parse)
+    };
+    let mut distrust = |what: &str, name: &str| {
+        warnings.push(format!(
+            "{} names {what} {}, which does not look like what migration-injector injects; it is left alone",
+            Key::Injected,
+            Quoted(name)
+        ));
+    };
+    let volume = record.volume.filter(|name| {
+        let ok = find(&spec.volumes, name).is_none_or(|v| looks_like_injected_volume(&v));
+        if !ok {
+            distrust("volume", name);
+        }
+        ok
+    });
+    let init_container = record.init_container.filter(|name| {
+        let ok = find(&spec.init_containers, name)
+            .is_none_or(|c| looks_like_injected_container(&c, volume.as_deref()));
+        if !ok {
+            distrust("init container", name);
+        }
+        ok
+    });
+    Record {
+        init_container,
+        volume,
+    }
 }
 
 fn app_container_named(spec: &PodSpecLists<'_>, name: &str) -> bool {

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::annotations::{Key, Layered};
 use super::config::{InjectorConfig, Position};
-use super::denial::Denial;
+use super::denial::{Denial, Quoted};
 use super::validate;
 use super::values::{
     invalid, parse_position, parse_pull_policy, parse_quantity, parse_string_list, parse_text,
@@ -67,8 +67,9 @@ pub fn resolve<'v>(
     }
     if reference.is_unpinned() {
         warnings.push(format!(
-            "{}={image:?} is not pinned (no tag, or :latest): pin a tag or digest so every rollout runs the same migrations",
-            Key::Image
+            "{}={} is not pinned (no tag, or :latest): pin a tag or digest so every rollout runs the same migrations",
+            Key::Image,
+            Quoted(image)
         ));
     }
 
@@ -189,7 +190,7 @@ fn resources(
                 return Err(invalid(
                     req_key,
                     request,
-                    &format!("is more than {lim_key}={limit:?}"),
+                    &format!("is more than {lim_key}={}", Quoted(limit)),
                     format!("lower {req_key} or raise {lim_key}"),
                 ));
             }

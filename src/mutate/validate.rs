@@ -101,10 +101,23 @@ fn label_chars(s: &str) -> bool {
     }
 }
 
+/// Longest path accepted (PATH_MAX is 4096; real mount paths are far shorter).
+const MAX_PATH: usize = 1024;
+
 /// An absolute path usable as a volumeMount's mountPath.
 pub fn mount_path(s: &str) -> Result<(), &'static str> {
     if !s.starts_with('/') {
         return Err("must be an absolute path");
+    }
+    if s.len() > MAX_PATH {
+        return Err("is longer than 1024 bytes");
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters (NUL, newline, escape, ...)");
+    }
+    // Mounting over the whole root filesystem (or a spelling of it) hides the image.
+    if s.split('/').all(|part| part.is_empty() || part == ".") {
+        return Err("must not be the root directory");
     }
     if s.contains(':') {
         return Err("must not contain ':'");
@@ -123,6 +136,12 @@ pub fn relative_file(s: &str) -> Result<(), &'static str> {
     if s.starts_with('/') {
         return Err("must be relative to the mount path");
     }
+    if s.len() > MAX_PATH {
+        return Err("is longer than 1024 bytes");
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters (NUL, newline, escape, ...)");
+    }
     if s.split('/').any(|part| part == ".." || part.is_empty()) {
         return Err("must not contain '..' or empty path segments");
     }
@@ -137,8 +156,14 @@ pub fn word(s: &str) -> Result<(), &'static str> {
     if s.is_empty() {
         return Err("must not be empty");
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if s.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    if s.chars().any(char::is_whitespace) {
         return Err("must not contain whitespace");
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters (NUL, escape, ...)");
     }
     Ok(())
 }

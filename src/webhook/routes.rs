@@ -16,6 +16,7 @@ use kube::core::admission::Operation;
 use super::conn::Limits;
 use super::metrics::{self, AdmissionLabels};
 use super::review::{self, Verdict};
+use crate::mutate::denial::Quoted;
 use crate::mutate::{error_chain, InjectorConfig};
 use crate::tls::CertStore;
 
@@ -150,10 +151,10 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
     // write path does not pay for a log line per workload.
     match reviewed.verdict {
         Verdict::Denied | Verdict::Invalid => {
-            tracing::info!(uid = %reviewed.uid, kind, operation, verdict = reviewed.verdict.as_str(), message = reviewed.message.as_deref().unwrap_or(""), "admission");
+            tracing::info!(uid = %Quoted(&reviewed.uid), kind, operation, verdict = reviewed.verdict.as_str(), message = reviewed.message.as_deref().unwrap_or(""), "admission");
         }
         _ => {
-            tracing::debug!(uid = %reviewed.uid, kind, operation, verdict = reviewed.verdict.as_str(), "admission")
+            tracing::debug!(uid = %Quoted(&reviewed.uid), kind, operation, verdict = reviewed.verdict.as_str(), "admission")
         }
     }
     (
