@@ -140,3 +140,143 @@ fn bad_configuration_fails_at_start_with_the_flag_named() {
         "{stderr}"
     );
 }
+
+/// Issue 9: 24 clients that send most of a 6 MiB body and stall used to push the release build
+/// past 200 MiB RSS. The memory budget turns most away with 503 at once; the server stays small
+/// and keeps answering ordinary reviews.
+#[tokio::test]
+async fn stalled_large_bodies_stay_inside_the_memory_budget() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_migration-injector"))
+        .args(["serve", "--self-signed", "--self-signed-ca-out"])
+        .arg(&ca_path)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .env("MIGRATION_INJECTOR_SHUTDOWN_DELAY_SECONDS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ca_path.exists() || std::fs::metadata(&ca_path).unwrap().len() == 0 {
+        assert!(Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    let connector = {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(migration_injector::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    };
+    let total = 6 * 1024 * 1024;
+    let mut stallers = Vec::new();
+    for _ in 0..24 {
+        let connector = connector.clone();
+        stallers.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            let head = format!("POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {total}\r\n\r\n");
+            tls.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b' '; 64 * 1024];
+            // Most of the body, then silence (writes stop when the server stops reading).
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                for _ in 0..(6_000_000 / chunk.len()) {
+                    if tls.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            drop(tls);
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // An ordinary review is answered, quickly, while the stalled uploads hold their share.
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .use_rustls_tls()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let response = client
+        .post(format!("https://localhost:{port}/mutate"))
+        .header("content-type", "application/json")
+        .body(CREATE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let review: Value = response.json().await.unwrap();
+    assert!(review["response"]["patch"].is_string(), "{review}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!(
+        "server RSS with 24 stalled 6 MiB uploads: {} MiB",
+        rss_kib / 1024
+    );
+    // The chart's memory limit is 128 MiB; the budget (32 MiB) plus the process is far below.
+    assert!(rss_kib < 96 * 1024, "RSS {rss_kib} KiB");
+
+    // The overload is visible to operators.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let overloaded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("migration_injector_overloaded_requests_total "))
+        .expect("overload counter")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(overloaded >= 20, "{overloaded}");
+
+    for s in stallers {
+        s.abort();
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    // Logs to a pipe carry no colour codes (kubectl logs would show them).
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("migration-injector serving"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in non-terminal logs: {logs:?}"
+    );
+}

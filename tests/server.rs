@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use migration_injector::mutate::InjectorConfig;
@@ -411,5 +411,112 @@ async fn silent_and_excess_connections_are_closed() {
         matches!(refused, Ok(Ok(0)) | Ok(Err(_))),
         "third connection not refused: {refused:?}"
     );
+    server.stop().await;
+}
+
+fn h2_connector(ca: &str) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(migration_injector::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// An HTTP/2 connection that sends no request, only PINGs; resolves to how long it lived.
+async fn pinging_h2_connection(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> tokio::task::JoinHandle<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        let pinger = tokio::spawn(async move {
+            loop {
+                let ping = b"\0\0\x08\x06\0\0\0\0\0abcdefgh";
+                if wr.write_all(ping).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        pinger.abort();
+        started.elapsed()
+    })
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_even_when_they_ping() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    let server = TestServer::start(InjectorConfig::default(), limits).await;
+    let connector = h2_connector(&server.ca.cert_pem());
+    let closed = pinging_h2_connection(&connector, server.addr).await;
+    let lived = tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("an idle, pinging HTTP/2 connection was never closed")
+        .unwrap();
+    assert!(
+        lived >= Duration::from_millis(500),
+        "closed too early: {lived:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_cap_idle_connections_make_room_for_a_new_review() {
+    let limits = Limits {
+        max_connections: 4,
+        idle_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = TestServer::start(InjectorConfig::default(), limits).await;
+    let connector = h2_connector(&server.ca.cert_pem());
+    let mut idlers = Vec::new();
+    for _ in 0..4 {
+        idlers.push(pinging_h2_connection(&connector, server.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every slot is held by an idle connection; the API server's next review still gets in.
+    let started = Instant::now();
+    let response = server
+        .client()
+        .post(server.url("/mutate"))
+        .header("content-type", "application/json")
+        .body(CREATE)
+        .send()
+        .await
+        .expect("a new connection was refused while idle ones held every slot");
+    assert_eq!(response.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The longest-idle connection was the one asked to go.
+    let first = tokio::time::timeout(Duration::from_secs(2), idlers.remove(0)).await;
+    assert!(first.is_ok(), "the oldest idle connection was not closed");
+    for i in idlers {
+        i.abort();
+    }
     server.stop().await;
 }

@@ -1,5 +1,6 @@
 //! `migration-injector serve`: flags to the library's certificate source and [`Server`].
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,7 +100,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub cert_reload_interval: u64,
     /// Largest request body accepted (an AdmissionReview holds object and oldObject).
-    #[arg(long, env = "MIGRATION_INJECTOR_MAX_BODY_BYTES", default_value_t = 6 * 1024 * 1024)]
+    #[arg(long, env = "MIGRATION_INJECTOR_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
     /// Seconds allowed to receive a request body and answer.
     #[arg(
@@ -116,8 +117,19 @@ pub struct ServeArgs {
     )]
     pub shutdown_grace_seconds: u64,
     /// Connections served at once by the webhook port; more are refused.
-    #[arg(long, env = "MIGRATION_INJECTOR_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "MIGRATION_INJECTOR_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+    /// Request-body bytes held at once across all requests; beyond it, requests get 503 with
+    /// Retry-After at once. At least twice --max-body-bytes.
+    #[arg(long, env = "MIGRATION_INJECTOR_MEMORY_BUDGET_BYTES", default_value_t = Limits::default().memory_budget_bytes)]
+    pub memory_budget_bytes: usize,
+    /// Seconds a connection may stay open with no request in flight (HTTP/2 PINGs do not count).
+    /// Keep it above the API server's idle timeout for webhook connections (90 s).
+    #[arg(long, env = "MIGRATION_INJECTOR_IDLE_TIMEOUT_SECONDS", default_value_t = Limits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_seconds: u64,
+    /// HTTP/2 streams (concurrent requests) per connection.
+    #[arg(long, env = "MIGRATION_INJECTOR_MAX_CONCURRENT_STREAMS", default_value_t = Limits::default().max_concurrent_streams, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_concurrent_streams: u32,
     /// Seconds between failing readiness on SIGTERM and closing the listener, so Service
     /// endpoints drop the replica before it stops accepting.
     #[arg(
@@ -152,8 +164,10 @@ pub enum LogFormat {
 
 fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     let filter = EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?;
+    // Colour only on a terminal: `kubectl logs` would show the escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -200,26 +214,36 @@ impl ServeArgs {
         })
     }
 
-    fn options(&self) -> ServerOptions {
-        ServerOptions {
+    fn options(&self) -> Result<ServerOptions> {
+        if self.memory_budget_bytes < 2 * self.max_body_bytes {
+            bail!(
+                "--memory-budget-bytes ({}) must be at least twice --max-body-bytes ({}), so a largest review always fits",
+                self.memory_budget_bytes,
+                self.max_body_bytes
+            );
+        }
+        Ok(ServerOptions {
             listen: self.listen,
             admin_listen: self.admin_listen,
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 request_timeout: Duration::from_secs(self.request_timeout_seconds),
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                memory_budget_bytes: self.memory_budget_bytes,
+                idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+                max_concurrent_streams: self.max_concurrent_streams,
                 ..Limits::default()
             },
             grace: Duration::from_secs(self.shutdown_grace_seconds),
             shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
-        }
+        })
     }
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     init_tracing(args.log_format, &args.log_level)?;
     let source = args.cert_source()?;
-    let options = args.options();
+    let options = args.options()?;
     let config = InjectorConfig::from(args.injection);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

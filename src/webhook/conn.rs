@@ -1,51 +1,200 @@
 //! Serving connections: TLS handshake, the HTTP/1.1 or HTTP/2 protocol ALPN chose, the
-//! connection cap, deadlines, and a graceful drain on shutdown.
+//! connection cap, deadlines, idle connections, and a graceful drain on shutdown.
 //!
 //! A hand-written accept loop rather than hyper-util's `auto` builder, because it does what that
 //! builder does not: picks the protocol from ALPN (not by sniffing the preface), refuses
-//! connections over the cap instead of queueing them, and closes connections that stay silent.
+//! connections over the cap instead of queueing them (after asking the longest-idle connection
+//! to make room), and closes connections that stay silent or idle.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-/// Limits applied to every connection and request.
+/// Limits applied to every connection and request. The defaults keep the server inside the
+/// chart's 128 MiB memory limit whatever clients send (README, "What the server bounds").
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest AdmissionReview accepted. It carries object and oldObject, each up to etcd's
     /// 1.5 MiB (more as JSON than as stored protobuf): the default 6 MiB leaves headroom.
     pub max_body_bytes: usize,
-    /// Time to read a request's headers (slow-loris guard).
+    /// Request bytes held at once across all requests (bodies being read and processed). A
+    /// request that does not fit is answered 503 with Retry-After at once, never buffered.
+    pub memory_budget_bytes: usize,
+    /// Time to read a request's headers, and for a new connection's first byte.
     pub header_read_timeout: Duration,
     /// Time to finish a TLS handshake.
     pub handshake_timeout: Duration,
     /// Time to read the body and answer.
     pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (gracefully: HTTP/2
+    /// GOAWAY), whether or not the client keeps it alive with PINGs.
+    pub idle_timeout: Duration,
     /// Connections served at once; more are refused.
     pub max_connections: usize,
+    /// HTTP/2 streams (requests) at once on one connection.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 6 * 1024 * 1024,
+            memory_budget_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(5),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            // Longer than the API server's own idle timeout for webhook connections (Go's
+            // 90 s), so the client closes first and never races a request against our close.
+            idle_timeout: Duration::from_secs(120),
             max_connections: 1024,
+            max_concurrent_streams: 32,
+        }
+    }
+}
+
+impl Limits {
+    /// Small limits for the admin port, so probes answer while the webhook port is flooded.
+    pub fn admin() -> Limits {
+        Limits {
+            max_body_bytes: 16 * 1024,
+            memory_budget_bytes: 256 * 1024,
+            header_read_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 64,
+            max_concurrent_streams: 8,
+        }
+    }
+}
+
+/// Per-connection bookkeeping: requests in flight, when the last one ended, and a way to ask
+/// the connection to close.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` at which the connection last had a request in flight.
+    last_active: AtomicU64,
+    epoch: Instant,
+    close: Notify,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last_active: AtomicU64::new(0),
+            epoch: Instant::now(),
+            close: Notify::new(),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.store(now, Ordering::Relaxed);
+    }
+
+    /// How long the connection has had no request in flight; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
+        Some(self.epoch.elapsed().saturating_sub(last))
+    }
+}
+
+/// Decrements the in-flight count when a request's handler finishes (or is dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The app as a hyper service that counts the connection's requests in flight.
+#[derive(Clone)]
+struct Tracked {
+    inner: TowerToHyperService<Router>,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
+    type Response = <TowerToHyperService<Router> as hyper::service::Service<
+        hyper::Request<Incoming>,
+    >>::Response;
+    type Error =
+        <TowerToHyperService<Router> as hyper::service::Service<hyper::Request<Incoming>>>::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(self.activity.clone());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let _guard = guard;
+            response.await
+        })
+    }
+}
+
+/// The live connections, so that at the cap the longest-idle one can be asked to close.
+#[derive(Default)]
+struct Registry {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl Registry {
+    fn add(&self, activity: Arc<Activity>) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id, activity);
+        }
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&id);
+        }
+    }
+
+    /// Asks the connection idle the longest to close; false when none is idle.
+    fn shed_idle(&self) -> bool {
+        let Ok(live) = self.live.lock() else {
+            return false;
+        };
+        let idlest = live
+            .values()
+            .filter_map(|a| a.idle_for().map(|d| (d, a)))
+            .max_by_key(|(d, _)| *d);
+        match idlest {
+            Some((_, activity)) => {
+                activity.close.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -131,7 +280,15 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<IO> {
 struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    idle_timeout: Duration,
 }
+
+/// Flow-control windows: how much a client may send before the server reads it. Kept small so
+/// unread data per connection stays small; a 6 MiB body still streams at full speed.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 512 * 1024;
+/// Request headers per connection: ample for an AdmissionReview POST.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 impl Protocols {
     fn new(limits: &Limits) -> Self {
@@ -139,14 +296,23 @@ impl Protocols {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_concurrent_streams(250)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_send_buf_size(256 * 1024)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20));
-        Protocols { http1, http2 }
+        Protocols {
+            http1,
+            http2,
+            idle_timeout: limits.idle_timeout,
+        }
     }
 
     /// Serves one connection with the protocol negotiated by ALPN (HTTP/1.1 without TLS).
@@ -155,26 +321,80 @@ impl Protocols {
         io: IO,
         h2: bool,
         app: Router,
-        watcher: Watcher,
+        activity: Arc<Activity>,
+        stop: watch::Receiver<bool>,
     ) -> Result<(), hyper::Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = TowerToHyperService::new(app);
+        let service = Tracked {
+            inner: TowerToHyperService::new(app),
+            activity: activity.clone(),
+        };
+        let io = TokioIo::new(io);
         if h2 {
-            watcher
-                .watch(self.http2.serve_connection(TokioIo::new(io), service))
-                .await
+            let conn = self.http2.serve_connection(io, service);
+            drive(conn, &activity, self.idle_timeout, stop).await
         } else {
-            watcher
-                .watch(self.http1.serve_connection(TokioIo::new(io), service))
-                .await
+            let conn = self.http1.serve_connection(io, service);
+            drive(conn, &activity, self.idle_timeout, stop).await
         }
     }
 }
 
+/// Runs a connection to its end, closing it gracefully when it has been idle too long, when the
+/// accept loop asks it to make room, or on shutdown.
+async fn drive<C>(
+    conn: C,
+    activity: &Activity,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    C: GracefulConnection<Error = hyper::Error>,
+{
+    tokio::pin!(conn);
+    let idle = async {
+        loop {
+            match activity.idle_for() {
+                Some(d) if d >= idle_timeout => break,
+                Some(d) => tokio::time::sleep(idle_timeout - d).await,
+                None => tokio::time::sleep(idle_timeout).await,
+            }
+        }
+    };
+    tokio::pin!(idle);
+    let stopping = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopping);
+    tokio::select! {
+        result = conn.as_mut() => return result,
+        () = &mut idle => {}
+        () = activity.close.notified() => {}
+        () = &mut stopping => {}
+    }
+    // GOAWAY (HTTP/2) or close after the current response (HTTP/1). A client that never
+    // acknowledges the GOAWAY's PING would keep the connection forever, so once no request is
+    // in flight the connection is dropped.
+    conn.as_mut().graceful_shutdown();
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            () = tokio::time::sleep(CLOSE_CHECK) => {
+                if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// How often a closing connection checks whether its last request has finished.
+const CLOSE_CHECK: Duration = Duration::from_millis(250);
+
 /// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes; then
-/// stops accepting and waits up to `grace` for in-flight connections to finish.
+/// stops accepting, asks every connection to finish, and waits up to `grace` for them.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -183,9 +403,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(&limits));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = Arc::new(Registry::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection task holds a sender; when all are gone, the drain is over.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -200,22 +423,36 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        // Over the connection cap, refuse at once rather than queue: the client retries or fails
-        // over to another replica.
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached; refusing");
+        // At the cap, ask the longest-idle connection to close and wait briefly for its slot;
+        // with none idle, refuse at once rather than queue: the client retries or fails over.
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if registry.shed_idle() => {
+                tokio::time::timeout(Duration::from_secs(1), connections.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
+            tracing::warn!(peer = %peer, max = limits.max_connections, "connection limit reached; refusing");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let protocols = protocols.clone();
-        let watcher = graceful.watcher();
+        let registry = registry.clone();
+        let stop = stop_rx.clone();
+        let done = done_tx.clone();
         let tls = tls.clone();
         let app = app.clone();
         let (handshake_timeout, first_byte) =
             (limits.handshake_timeout, limits.header_read_timeout);
         tokio::spawn(async move {
             let _permit = permit;
-            let result =
+            let _done = done;
+            let activity = Arc::new(Activity::new());
+            let (io_result, id) =
                 match tls {
                     Some(acceptor) => {
                         let stream =
@@ -233,31 +470,26 @@ pub async fn serve(
                                 }
                             };
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                        protocols
-                            .serve(FirstByteDeadline::new(stream, first_byte), h2, app, watcher)
-                            .await
+                        let id = registry.add(activity.clone());
+                        let io = FirstByteDeadline::new(stream, first_byte);
+                        (protocols.serve(io, h2, app, activity, stop).await, id)
                     }
                     None => {
-                        protocols
-                            .serve(
-                                FirstByteDeadline::new(stream, first_byte),
-                                false,
-                                app,
-                                watcher,
-                            )
-                            .await
+                        let id = registry.add(activity.clone());
+                        let io = FirstByteDeadline::new(stream, first_byte);
+                        (protocols.serve(io, false, app, activity, stop).await, id)
                     }
                 };
-            if let Err(e) = result {
+            registry.remove(id);
+            if let Err(e) = io_result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         tracing::warn!(
             grace_seconds = grace.as_secs(),
             "in-flight connections did not finish in time"

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub admissions: Family<AdmissionLabels, Counter>,
     pub duration: Histogram,
     pub cert_not_after: Gauge<i64, AtomicI64>,
+    pub overloaded: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -47,11 +48,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Expiry of the served TLS certificate, as a Unix time",
         cert_not_after.clone(),
     );
+    let overloaded = Counter::default();
+    registry.register(
+        "overloaded_requests",
+        "Requests answered 503 because the memory budget for request bodies was spent",
+        overloaded.clone(),
+    );
     Metrics {
         registry,
         admissions,
         duration,
         cert_not_after,
+        overloaded,
     }
 });
 

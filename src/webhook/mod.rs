@@ -166,7 +166,8 @@ impl Server {
                     admin,
                     None,
                     routes::admin_router(state),
-                    limits.clone(),
+                    // Its own small limits: probes answer while the webhook port is flooded.
+                    Limits::admin(),
                     stopped(stop_rx),
                     options.grace,
                 ),

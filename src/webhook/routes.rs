@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt;
 use kube::core::admission::Operation;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::conn::Limits;
 use super::metrics::{self, AdmissionLabels};
@@ -27,15 +29,58 @@ pub struct AppState {
     pub certs: Arc<CertStore>,
     /// False once shutdown starts, so readiness fails and the endpoint is taken out of rotation.
     pub accepting: AtomicBool,
+    budget: Budget,
 }
 
 impl AppState {
     pub fn new(config: InjectorConfig, limits: Limits, certs: Arc<CertStore>) -> Arc<Self> {
         Arc::new(AppState {
+            budget: Budget::new(limits.memory_budget_bytes),
             config,
             limits,
             certs,
             accepting: AtomicBool::new(true),
+        })
+    }
+}
+
+/// Bodies above this size are "large": together they may hold only half the budget, so stalled
+/// large uploads can never starve ordinary reviews (tens of kB) of the other half.
+const LARGE_BODY: usize = 1024 * 1024;
+
+/// The memory budget: request bytes held at once, reserved before a body is read.
+struct Budget {
+    all: Semaphore,
+    large: Semaphore,
+}
+
+/// Bytes reserved for one request, returned when it is answered.
+struct Reservation<'a> {
+    _all: SemaphorePermit<'a>,
+    _large: Option<SemaphorePermit<'a>>,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Budget {
+        let permits = |n: usize| n.min(Semaphore::MAX_PERMITS);
+        Budget {
+            all: Semaphore::new(permits(bytes)),
+            large: Semaphore::new(permits(bytes / 2)),
+        }
+    }
+
+    /// Reserves `bytes` at once, or `None` when they do not fit now.
+    fn try_reserve(&self, bytes: usize) -> Option<Reservation<'_>> {
+        let n = u32::try_from(bytes).ok()?;
+        let large = if bytes > LARGE_BODY {
+            Some(self.large.try_acquire_many(n).ok()?)
+        } else {
+            None
+        };
+        let all = self.all.try_acquire_many(n).ok()?;
+        Some(Reservation {
+            _all: all,
+            _large: large,
         })
     }
 }
@@ -75,21 +120,37 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, Response> {
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            Err(if too_large {
-                json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body exceeds {limit} bytes"),
-                )
-            } else {
+/// Reads the body into one buffer sized from Content-Length (no second copy), refusing more than
+/// `limit` bytes and giving up after `timeout`.
+async fn read_body(
+    mut body: Body,
+    declared: Option<usize>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, Response> {
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body exceeds {limit} bytes"),
+        )
+    };
+    let read = async {
+        let mut out = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
                 json_error(StatusCode::BAD_REQUEST, "request body could not be read")
-            })
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if out.len() + data.len() > limit {
+                    return Err(too_large());
+                }
+                out.extend_from_slice(&data);
+            }
         }
+        Ok(out)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(result) => result,
         Err(_) => Err(json_error(
             StatusCode::REQUEST_TIMEOUT,
             "request body was not received in time",
@@ -118,7 +179,20 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
             &format!("request body exceeds {limit} bytes"),
         );
     }
-    let body = match read_body(body, limit, state.limits.request_timeout).await {
+    // Reserve before reading: a request that does not fit in the budget now is turned away at
+    // once (the API server retries, or another replica answers), never buffered.
+    let Some(_reservation) = state.budget.try_reserve(declared.unwrap_or(limit)) else {
+        metrics::get().overloaded.inc();
+        let mut response = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the webhook is at its memory budget for request bodies; retry",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    };
+    let body = match read_body(body, declared, limit, state.limits.request_timeout).await {
         Ok(b) => b,
         Err(response) => return response,
     };
