@@ -27,6 +27,7 @@ fn migrate_container(image: &str) -> Value {
         "args": ["migrate", "apply", "-c", "file:///etc/atlas/atlas.hcl", "--env", "k8s"],
         "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
             "readOnlyRootFilesystem": true, "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "atlas-project", "mountPath": "/etc/atlas", "readOnly": true}]
     })
 }
@@ -120,7 +121,6 @@ fn api_server_defaults_do_not_count_as_a_change() {
     let mut stored = create(Deployment, &d);
     let c = &mut stored["spec"]["template"]["spec"]["initContainers"][0];
     c["terminationMessagePath"] = json!("/dev/termination-log");
-    c["terminationMessagePolicy"] = json!("File");
     // The API server canonicalises quantities.
     c["resources"] = json!({"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}});
     stored["spec"]["template"]["spec"]["volumes"][0]["secret"]["defaultMode"] = json!(420);
@@ -733,4 +733,150 @@ fn control_characters_roots_and_huge_values_are_refused() {
         message.len() < 600 && message.contains("(200000 bytes in all)"),
         "{message}"
     );
+}
+
+#[test]
+fn lock_timeout_is_appended_to_the_default_args_only() {
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/lock-timeout", "5m");
+    let c = &template_of(Deployment, &create(Deployment, &d))["spec"]["initContainers"][0];
+    assert_eq!(
+        c["args"],
+        json!([
+            "migrate",
+            "apply",
+            "-c",
+            "file:///etc/atlas/atlas.hcl",
+            "--env",
+            "k8s",
+            "--lock-timeout",
+            "5m"
+        ])
+    );
+    // A cluster default applies; the annotation overrides it; unset keeps the guide's args.
+    let config = InjectorConfig {
+        lock_timeout: Some("2m".into()),
+        ..InjectorConfig::default()
+    };
+    let (out, _, _) = apply(Deployment, &guide_deployment(), &config, false).unwrap();
+    assert_eq!(
+        template_of(Deployment, &out)["spec"]["initContainers"][0]["args"][7],
+        "2m"
+    );
+    let (out, _, _) = apply(Deployment, &d, &config, false).unwrap();
+    assert_eq!(
+        template_of(Deployment, &out)["spec"]["initContainers"][0]["args"][7],
+        "5m"
+    );
+    // With the args replaced, the annotation is refused naming both.
+    annotate(&mut d, "migrations.io/args", r#"["migrate","up"]"#);
+    assert_eq!(
+        deny(Deployment, &d),
+        r#"annotation migrations.io/lock-timeout="5m" has no effect because migrations.io/args replaces the default args; fix: add --lock-timeout 5m to migrations.io/args yourself, and remove migrations.io/lock-timeout"#
+    );
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/lock-timeout", "5 minutes");
+    assert!(deny(Deployment, &d).contains("is not a duration"));
+}
+
+#[test]
+fn the_database_url_from_an_existing_secret() {
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/url-secret", "app-db/uri");
+    let out = create(Deployment, &d);
+    let s = &template_of(Deployment, &out)["spec"];
+    let c = &s["initContainers"][0];
+    assert_eq!(
+        c["env"],
+        json!([{"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "app-db", "key": "uri"}}}])
+    );
+    assert_eq!(
+        c["args"],
+        json!([
+            "migrate",
+            "apply",
+            "--url",
+            "$(DATABASE_URL)",
+            "--dir",
+            "file:///migrations"
+        ])
+    );
+    assert!(
+        c.get("volumeMounts").is_none() && s.get("volumes").is_none(),
+        "{s}"
+    );
+    assert_eq!(
+        template_of(Deployment, &out)["metadata"]["annotations"]["migrations.io/injected"],
+        r#"{"initContainer":"migrate"}"#
+    );
+    // Re-applied: no patch. An atlas:// directory and a lock timeout.
+    let (_, _, ops) = apply(Deployment, &out, &InjectorConfig::default(), true).unwrap();
+    assert_eq!(ops, 0);
+    let mut again = out.clone();
+    annotate(&mut again, "migrations.io/dir", "atlas://app");
+    annotate(&mut again, "migrations.io/lock-timeout", "1m");
+    let (updated, _, _) = apply(Deployment, &again, &InjectorConfig::default(), true).unwrap();
+    assert_eq!(
+        template_of(Deployment, &updated)["spec"]["initContainers"][0]["args"],
+        json!([
+            "migrate",
+            "apply",
+            "--url",
+            "$(DATABASE_URL)",
+            "--dir",
+            "atlas://app",
+            "--lock-timeout",
+            "1m"
+        ])
+    );
+    // Switching an injected volume setup to url-secret removes the volume; removing the image
+    // removes the rest.
+    let volume_setup = create(Deployment, &guide_deployment());
+    let mut switched = volume_setup.clone();
+    annotate(&mut switched, "migrations.io/url-secret", "app-db/uri");
+    let (switched, _, _) = apply(Deployment, &switched, &InjectorConfig::default(), true).unwrap();
+    let s = &template_of(Deployment, &switched)["spec"];
+    assert!(s.get("volumes").is_none(), "{s}");
+    assert!(s["initContainers"][0]["env"].is_array());
+    let mut removed = switched.clone();
+    remove_image(&mut removed);
+    let (removed, _, _) = apply(Deployment, &removed, &InjectorConfig::default(), true).unwrap();
+    assert_eq!(
+        removed["spec"]["template"],
+        guide_deployment()["spec"]["template"]
+    );
+    // Both sources at once, or a malformed reference, are refused.
+    let mut both = d.clone();
+    annotate(&mut both, "migrations.io/secret", "atlas-project");
+    let message = deny(Deployment, &both);
+    assert!(
+        message.contains("migrations.io/url-secret") && message.contains("migrations.io/secret"),
+        "{message}"
+    );
+    for bad in ["app-db", "App_DB/uri", "app-db/", "app-db/a/b"] {
+        let mut d = guide_deployment();
+        annotate(&mut d, "migrations.io/url-secret", bad);
+        assert!(
+            deny(Deployment, &d).contains("migrations.io/url-secret"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn unknown_migrations_keys_are_warned_about_with_the_closest_known_key() {
+    // The typo that would otherwise leave a workload silently uninjected.
+    let mut d = guide_deployment();
+    remove_image(&mut d);
+    annotate(&mut d, "migrations.io/imgae", IMAGE);
+    let (out, warnings, ops) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
+    assert_eq!((ops, out), (0, d.clone()));
+    assert_warned(&warnings, "migrations.io/imgae");
+    assert_warned(&warnings, "did you mean migrations.io/image?");
+    // Alongside a real opt-in, on the template too; not an error.
+    let mut d = guide_deployment();
+    d["spec"]["template"]["metadata"]["annotations"] = json!({"migrations.io/lock-timout": "5m"});
+    let (_, warnings, ops) = apply(Deployment, &d, &InjectorConfig::default(), false).unwrap();
+    assert!(ops > 0);
+    assert_warned(&warnings, "did you mean migrations.io/lock-timeout?");
 }

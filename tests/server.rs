@@ -251,6 +251,12 @@ async fn admin_endpoints_and_tls_versions() {
         200
     );
     post(&server, CREATE).await;
+    // A denial is counted with its reason, so a dashboard shows why.
+    let mut bad: Value = serde_json::from_str(CREATE).unwrap();
+    bad["request"]["object"]["metadata"]["annotations"]["migrations.io/pull-policy"] =
+        json!("Sometimes");
+    let (_, denied) = post(&server, bad.to_string()).await;
+    assert_eq!(denied["response"]["allowed"], false);
     let metrics = admin
         .get(format!("{base}/metrics"))
         .send()
@@ -259,7 +265,8 @@ async fn admin_endpoints_and_tls_versions() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains(r#"migration_injector_admission_requests_total{kind="Deployment",operation="CREATE",verdict="mutated"}"#), "{metrics}");
+    assert!(metrics.contains(r#"migration_injector_admission_requests_total{kind="Deployment",operation="CREATE",verdict="mutated",reason=""}"#), "{metrics}");
+    assert!(metrics.contains(r#"migration_injector_admission_requests_total{kind="Deployment",operation="CREATE",verdict="denied",reason="InvalidAnnotation"}"#), "{metrics}");
     assert!(metrics.contains("migration_injector_serving_certificate_not_after_seconds"));
 
     // TLS 1.2 is accepted as well as 1.3.

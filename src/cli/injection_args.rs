@@ -62,6 +62,13 @@ pub struct InjectionArgs {
     /// Memory limit of the injected container (migrations.io/memory-limit).
     #[arg(long, env = "MIGRATION_INJECTOR_DEFAULT_MEMORY_LIMIT", value_parser = quantity(Key::MemoryLimit))]
     pub default_memory_limit: Option<String>,
+    /// Atlas --lock-timeout appended to the default args (migrations.io/lock-timeout); unset
+    /// keeps the guide's args exactly.
+    #[arg(long, env = "MIGRATION_INJECTOR_DEFAULT_LOCK_TIMEOUT", value_parser = text(Key::LockTimeout))]
+    pub default_lock_timeout: Option<String>,
+    /// Migrations directory for the default args with migrations.io/url-secret (migrations.io/dir).
+    #[arg(long, env = "MIGRATION_INJECTOR_DEFAULT_DIR", default_value = defaults::DIR, value_parser = text(Key::Dir))]
+    pub default_dir: String,
     /// JSON object used as the injected container's securityContext; `{}` injects none.
     #[arg(long, env = "MIGRATION_INJECTOR_SECURITY_CONTEXT", default_value_t = SecurityContextArg(Some(restricted_security_context())), value_parser = SecurityContextParser)]
     pub security_context: SecurityContextArg,
@@ -106,6 +113,8 @@ impl From<InjectionArgs> for InjectorConfig {
             cpu_limit: a.default_cpu_limit,
             memory_request: a.default_memory_request,
             memory_limit: a.default_memory_limit,
+            lock_timeout: a.default_lock_timeout,
+            dir: a.default_dir,
             security_context: a.security_context.0,
             allowed_image_prefixes: a
                 .allowed_image_prefixes

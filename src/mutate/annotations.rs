@@ -7,6 +7,11 @@ use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+/// The prefix of every key of the contract.
+pub const PREFIX: &str = "migrations.io/";
+/// Unknown keys remembered per map, so a map full of them costs nothing more.
+const MAX_UNKNOWN: usize = 8;
+
 /// Declares [`Key`] from one table, so a key cannot exist without its annotation name.
 macro_rules! keys {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
@@ -44,6 +49,9 @@ keys! {
     CpuLimit => "migrations.io/cpu-limit",
     MemoryRequest => "migrations.io/memory-request",
     MemoryLimit => "migrations.io/memory-limit",
+    LockTimeout => "migrations.io/lock-timeout",
+    UrlSecret => "migrations.io/url-secret",
+    Dir => "migrations.io/dir",
     /// Written by the injector on the pod template: what it injected, so UPDATE and removal
     /// touch exactly that.
     Injected => "migrations.io/injected",
@@ -52,7 +60,7 @@ keys! {
 impl Key {
     fn from_name(s: &str) -> Option<Key> {
         // Cheap reject for the common case: most annotations are not ours.
-        if !s.starts_with("migrations.io/") {
+        if !s.starts_with(PREFIX) {
             return None;
         }
         Key::ALL.into_iter().find(|k| k.name() == s)
@@ -70,6 +78,8 @@ impl fmt::Display for Key {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrationAnnotations<'a> {
     values: [Option<Cow<'a, str>>; Key::ALL.len()],
+    /// `migrations.io/` keys that are not ours: typos, warned about.
+    pub unknown: Vec<Cow<'a, str>>,
     /// How many annotations the map holds in all, ours included.
     pub total: usize,
 }
@@ -77,6 +87,7 @@ pub struct MigrationAnnotations<'a> {
 impl<'a> MigrationAnnotations<'a> {
     pub const EMPTY: Self = MigrationAnnotations {
         values: [const { None }; Key::ALL.len()],
+        unknown: Vec::new(),
         total: 0,
     };
 
@@ -90,6 +101,29 @@ impl<'a> MigrationAnnotations<'a> {
         }
         self.values[key as usize] = Some(value.into());
     }
+}
+
+/// A warning for each `migrations.io/` key the injector does not know, naming the closest known
+/// key: a typo (`migrations.io/imgae`) would otherwise pass in silence.
+pub fn unknown_key_warnings(maps: [&MigrationAnnotations<'_>; 2]) -> Vec<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for name in maps.iter().flat_map(|m| m.unknown.iter()) {
+        if seen.contains(&name.as_ref()) {
+            continue;
+        }
+        seen.push(name);
+        let closest = Key::ALL
+            .into_iter()
+            .filter(|k| *k != Key::Injected)
+            .min_by_key(|k| strsim::levenshtein(k.name(), name))
+            .map_or("", Key::name);
+        out.push(format!(
+            "annotation {} is not one migration-injector knows (did you mean {closest}?); it is ignored",
+            super::denial::Quoted(name)
+        ));
+    }
+    out
 }
 
 /// The annotations that apply to a workload: its own metadata first, then its pod template's.
@@ -148,6 +182,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for MigrationAnnotations<'a> {
                             out.values[k as usize] = value.map(|s| s.0);
                         }
                         None => {
+                            if key.starts_with(PREFIX) && out.unknown.len() < MAX_UNKNOWN {
+                                out.unknown.push(key);
+                            }
                             map.next_value::<IgnoredAny>()?;
                         }
                     }

@@ -52,6 +52,11 @@ pub mod defaults {
     pub const PULL_POLICY: PullPolicy = PullPolicy::Always;
     pub const CONTAINER_NAME: &str = "migrate";
     pub const POSITION: Position = Position::Last;
+    /// Atlas's convention for the migrations directory inside a migrations image.
+    pub const DIR: &str = "file:///migrations";
+    /// The env var the database URL is given in with `migrations.io/url-secret` (also what
+    /// dbmate and others read).
+    pub const URL_ENV: &str = "DATABASE_URL";
 }
 
 /// Validated defaults for what is injected.
@@ -71,6 +76,10 @@ pub struct InjectorConfig {
     pub cpu_limit: Option<String>,
     pub memory_request: Option<String>,
     pub memory_limit: Option<String>,
+    /// Atlas `--lock-timeout` appended to the default args; `None` keeps the guide's args.
+    pub lock_timeout: Option<String>,
+    /// The migrations directory for the default args with `migrations.io/url-secret`.
+    pub dir: String,
     /// The injected container's securityContext; `None` injects none.
     pub security_context: Option<Map<String, Value>>,
     /// Image reference prefixes allowed in `migrations.io/image`; empty allows any.
@@ -109,6 +118,8 @@ impl Default for InjectorConfig {
             cpu_limit: None,
             memory_request: None,
             memory_limit: None,
+            lock_timeout: None,
+            dir: defaults::DIR.into(),
             security_context: Some(restricted_security_context()),
             allowed_image_prefixes: Vec::new(),
         }

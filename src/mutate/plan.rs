@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::annotations::{Key, Layered, MigrationAnnotations};
+use super::annotations::{unknown_key_warnings, Key, Layered, MigrationAnnotations};
 use super::config::InjectorConfig;
 use super::config::Position;
 use super::denial::{Denial, Quoted};
@@ -134,14 +134,29 @@ pub fn plan(
         template: template_annotations,
     };
     let recorded = template_annotations.get(Key::Injected);
-    // The common case, an object that never opted in: nothing to do, nothing allocated. Copies
-    // of a pod template made by a workload controller are left exactly as their parent's.
-    if (layered.get(Key::Image).is_none() && recorded.is_none()) || view.controlled {
+    // Copies of a pod template made by a workload controller are left exactly as their parent's.
+    if view.controlled {
         return Ok(Plan::default());
+    }
+    let unknown = if view.annotations.unknown.is_empty() && template_annotations.unknown.is_empty()
+    {
+        Vec::new()
+    } else {
+        unknown_key_warnings([&view.annotations, template_annotations])
+    };
+    // The common case, an object that never opted in: nothing to do, nothing allocated.
+    if layered.get(Key::Image).is_none() && recorded.is_none() {
+        return Ok(Plan {
+            edits: Vec::new(),
+            warnings: unknown,
+        });
     }
 
     let mut desired = resolve::resolve(config, layered)?;
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        edits: Vec::new(),
+        warnings: unknown,
+    };
     let record = match recorded {
         None => Record::default(),
         Some(raw) => serde_json::from_str::<Record>(raw).unwrap_or_else(|_| {
@@ -187,8 +202,8 @@ pub fn plan(
                 item: std::mem::take(&mut d.container),
                 position: Some(d.position),
             }),
-            Some(Desired {
-                name: &d.volume_name,
+            d.volume_name.as_deref().map(|name| Desired {
+                name,
                 item: std::mem::take(&mut d.volume),
                 // A volume's place in the list means nothing: appended, never moved.
                 position: None,

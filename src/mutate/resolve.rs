@@ -4,22 +4,24 @@
 use serde_json::{json, Map, Value};
 
 use super::annotations::{Key, Layered};
-use super::config::{InjectorConfig, Position};
+use super::config::{defaults, InjectorConfig, Position};
 use super::denial::{Denial, Quoted};
 use super::validate;
 use super::values::{
-    invalid, parse_position, parse_pull_policy, parse_quantity, parse_string_list, parse_text,
+    invalid, parse_position, parse_pull_policy, parse_quantity, parse_secret_key_ref,
+    parse_string_list, parse_text,
 };
 
 /// The resolved injection for one workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Injection {
     pub container_name: String,
-    pub volume_name: String,
+    /// `None` with `migrations.io/url-secret`: the config comes from an env var, not a volume.
+    pub volume_name: Option<String>,
     pub position: Position,
     /// The init container, as JSON.
     pub container: Value,
-    /// The Secret volume, as JSON.
+    /// The Secret volume, as JSON (`Value::Null` when there is none).
     pub volume: Value,
     pub warnings: Vec<String>,
 }
@@ -101,25 +103,91 @@ pub fn resolve<'v>(
     };
     let command = list(Key::Command, &config.command)?;
     let args = list(Key::Args, &config.args)?;
-    if args.is_some() {
-        for key in [Key::Env, Key::ConfigFile] {
-            if annotations.get(key).is_some() {
-                warnings.push(format!(
-                    "{key} has no effect because {} replaces the default args",
-                    Key::Args
+    let url_secret = match annotations.get(Key::UrlSecret) {
+        Some(v) => {
+            if annotations.get(Key::Secret).is_some() {
+                return Err(invalid(
+                    Key::UrlSecret,
+                    v,
+                    &format!("cannot be set together with {}", Key::Secret),
+                    format!(
+                        "keep one: {} for a database URL in a Secret key, {} for a config file mounted from a Secret",
+                        Key::UrlSecret,
+                        Key::Secret
+                    ),
                 ));
             }
+            Some(parse_secret_key_ref(Key::UrlSecret, v)?)
+        }
+        None => None,
+    };
+    let dir = text(Key::Dir, &config.dir)?;
+    let lock_timeout = match annotations.get(Key::LockTimeout) {
+        Some(v) => {
+            let v = parse_text(Key::LockTimeout, v)?;
+            if args.is_some() {
+                return Err(invalid(
+                    Key::LockTimeout,
+                    v,
+                    &format!(
+                        "has no effect because {} replaces the default args",
+                        Key::Args
+                    ),
+                    format!(
+                        "add --lock-timeout {v} to {} yourself, and remove {}",
+                        Key::Args,
+                        Key::LockTimeout
+                    ),
+                ));
+            }
+            Some(v)
+        }
+        None => config.lock_timeout.as_deref(),
+    };
+    let unused: &[Key] = match (args.is_some(), url_secret.is_some()) {
+        (true, _) => &[Key::Env, Key::ConfigFile, Key::Dir],
+        (false, true) => &[Key::Env, Key::ConfigFile, Key::MountPath, Key::VolumeName],
+        (false, false) => &[Key::Dir],
+    };
+    for key in unused {
+        if annotations.get(*key).is_some() {
+            let why = if args.is_some() {
+                format!("{} replaces the default args", Key::Args)
+            } else if url_secret.is_some() {
+                format!(
+                    "{} gives the database URL instead of a config file",
+                    Key::UrlSecret
+                )
+            } else {
+                format!("it applies only with {}", Key::UrlSecret)
+            };
+            warnings.push(format!("{key} has no effect because {why}"));
         }
     }
     let args = args.unwrap_or_else(|| {
-        vec![
-            "migrate".to_owned(),
-            "apply".to_owned(),
-            "-c".to_owned(),
-            format!("file://{}/{config_file}", mount_path.trim_end_matches('/')),
-            "--env".to_owned(),
-            env.to_owned(),
-        ]
+        let mut args: Vec<String> = match url_secret {
+            Some(_) => ["migrate", "apply", "--url"]
+                .map(str::to_owned)
+                .into_iter()
+                .chain([
+                    format!("$({})", defaults::URL_ENV),
+                    "--dir".to_owned(),
+                    dir.to_owned(),
+                ])
+                .collect(),
+            None => vec![
+                "migrate".to_owned(),
+                "apply".to_owned(),
+                "-c".to_owned(),
+                format!("file://{}/{config_file}", mount_path.trim_end_matches('/')),
+                "--env".to_owned(),
+                env.to_owned(),
+            ],
+        };
+        if let Some(t) = lock_timeout {
+            args.extend(["--lock-timeout".to_owned(), t.to_owned()]);
+        }
+        args
     });
 
     let resources = resources(config, annotations)?;
@@ -140,17 +208,39 @@ pub fn resolve<'v>(
     if let Some(sc) = &config.security_context {
         container.insert("securityContext".into(), Value::Object(sc.clone()));
     }
+    // A failed migration's last log lines become the termination message, so `kubectl describe
+    // pod` and the pod's status show why (not only the container's log).
     container.insert(
-        "volumeMounts".into(),
-        json!([{"name": volume_name, "mountPath": mount_path, "readOnly": true}]),
+        "terminationMessagePolicy".into(),
+        "FallbackToLogsOnError".into(),
     );
+    let (volume_name, volume) = match url_secret {
+        Some((name, key)) => {
+            container.insert(
+                "env".into(),
+                json!([{"name": defaults::URL_ENV,
+                        "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]),
+            );
+            (None, Value::Null)
+        }
+        None => {
+            container.insert(
+                "volumeMounts".into(),
+                json!([{"name": volume_name, "mountPath": mount_path, "readOnly": true}]),
+            );
+            (
+                Some(volume_name.to_owned()),
+                json!({"name": volume_name, "secret": {"secretName": secret}}),
+            )
+        }
+    };
 
     Ok(Some(Injection {
         container_name: container_name.to_owned(),
-        volume_name: volume_name.to_owned(),
+        volume_name,
         position,
         container: Value::Object(container),
-        volume: json!({"name": volume_name, "secret": {"secretName": secret}}),
+        volume,
         warnings,
     }))
 }

@@ -168,6 +168,72 @@ pub fn word(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A Go duration as Atlas's flags take it (`10s`, `5m`, `1h30m`, `500ms`), positive.
+pub fn duration(s: &str) -> Result<(), &'static str> {
+    const BAD: &str = "is not a duration (examples: 90s, 5m, 1h30m)";
+    if s.is_empty() || s.len() > 64 {
+        return Err(BAD);
+    }
+    let mut rest = s;
+    let mut positive = false;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or(BAD)?;
+        let (number, tail) = rest.split_at(digits);
+        if number.is_empty() || number.starts_with('.') || number.matches('.').count() > 1 {
+            return Err(BAD);
+        }
+        positive |= number.bytes().any(|b| (b'1'..=b'9').contains(&b));
+        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .into_iter()
+            .filter(|u| tail.starts_with(u))
+            .max_by_key(|u| u.len())
+            .ok_or(BAD)?;
+        rest = &tail[unit.len()..];
+    }
+    if !positive {
+        return Err("must be more than zero");
+    }
+    Ok(())
+}
+
+/// A URL given to a tool on its command line: a scheme, no whitespace or control characters.
+pub fn url(s: &str) -> Result<(), &'static str> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err("is not a URL (scheme://...)");
+    };
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        || rest.is_empty()
+    {
+        return Err("is not a URL (scheme://...)");
+    }
+    if s.len() > MAX_PATH {
+        return Err("is longer than 1024 bytes");
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters");
+    }
+    Ok(())
+}
+
+/// A key of a Secret's data, as Kubernetes allows them.
+pub fn secret_key(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 253 {
+        return Err("must be 1 to 253 characters");
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    {
+        return Err("must consist of letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
 /// Parses a Kubernetes resource quantity (`500m`, `1.5`, `128Mi`, `1e3`) into nano-units, so two
 /// spellings of one amount compare equal (the API server stores quantities canonicalised).
 pub fn quantity(s: &str) -> Result<i128, &'static str> {
@@ -291,6 +357,19 @@ mod tests {
         assert!(relative_file("../x").is_err());
         assert!(word("k8s").is_ok());
         assert!(word("k 8s").is_err());
+    }
+
+    #[test]
+    fn durations_urls_and_secret_keys() {
+        for ok in ["10s", "5m", "1h30m", "500ms", "1.5h", "2us"] {
+            assert_eq!(duration(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "5", "m", "0s", "-5m", "5 m", "5x", ".5s", "1..5s"] {
+            assert!(duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(url("file:///migrations").is_ok() && url("atlas://app?tag=latest").is_ok());
+        assert!(url("/migrations").is_err() && url("file:// x").is_err());
+        assert!(secret_key("uri").is_ok() && secret_key("a/b").is_err() && secret_key("").is_err());
     }
 
     #[test]

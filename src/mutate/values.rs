@@ -34,6 +34,14 @@ pub fn parse_text(key: Key, value: &str) -> Result<&str, Denial> {
             validate::word,
             "use the name of an env block of atlas.hcl such as \"k8s\"",
         ),
+        Key::LockTimeout => (
+            validate::duration,
+            "use a duration such as \"5m\" or \"90s\"",
+        ),
+        Key::Dir => (
+            validate::url,
+            "use a directory URL such as \"file:///migrations\" or \"atlas://app\"",
+        ),
         _ => (|_| Ok(()), ""),
     };
     check(value).map_err(|problem| invalid(key, value, problem, fix))?;
@@ -91,4 +99,17 @@ pub fn parse_string_list(key: Key, value: &str) -> Result<Vec<String>, Denial> {
             r#"write it as JSON, for example ["migrate","up"]"#,
         )
     })
+}
+
+/// A `NAME/KEY` reference to one key of a Secret in the workload's namespace.
+pub fn parse_secret_key_ref(key: Key, value: &str) -> Result<(&str, &str), Denial> {
+    let fix = "write it as SECRET/KEY, for example \"app-db/uri\"";
+    let Some((name, item)) = value.split_once('/') else {
+        return Err(invalid(key, value, "is not SECRET/KEY", fix));
+    };
+    validate::dns_subdomain(name)
+        .map_err(|p| invalid(key, value, &format!("has a Secret name that {p}"), fix))?;
+    validate::secret_key(item)
+        .map_err(|p| invalid(key, value, &format!("has a key that {p}"), fix))?;
+    Ok((name, item))
 }

@@ -17,6 +17,9 @@ pub struct AdmissionLabels {
     pub kind: &'static str,
     pub operation: &'static str,
     pub verdict: &'static str,
+    /// The denial's reason code (`InvalidAnnotation`, `ImageNotAllowed`, `NameClash`,
+    /// `MalformedObject`), empty unless denied.
+    pub reason: &'static str,
 }
 
 pub struct Metrics {
@@ -32,7 +35,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let admissions = Family::<AdmissionLabels, Counter>::default();
     registry.register(
         "admission_requests",
-        "AdmissionReview requests answered, by workload kind, operation and verdict",
+        "AdmissionReview requests answered, by workload kind, operation, verdict and denial reason",
         admissions.clone(),
     );
     // 50 µs .. ~0.8 s: the handler itself is sub-millisecond; the tail is what matters.

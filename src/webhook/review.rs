@@ -71,7 +71,8 @@ pub enum Verdict {
     /// Allowed without a patch.
     Unchanged,
     Mutated,
-    Denied,
+    /// Refused, with the denial's reason code (`Denial::reason`).
+    Denied(&'static str),
     /// The request could be read only far enough to answer it with a failure.
     Invalid,
 }
@@ -82,8 +83,16 @@ impl Verdict {
             Verdict::Skipped => "skipped",
             Verdict::Unchanged => "unchanged",
             Verdict::Mutated => "mutated",
-            Verdict::Denied => "denied",
+            Verdict::Denied(_) => "denied",
             Verdict::Invalid => "invalid",
+        }
+    }
+
+    /// Why a review was denied, for metrics; empty otherwise.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Verdict::Denied(reason) => reason,
+            _ => "",
         }
     }
 }
@@ -210,7 +219,7 @@ fn answer<O>(
             let mut r = allowed(&req.uid);
             r.allowed = false;
             r.result = Status::failure(&message, d.reason()).with_code(code);
-            finish(r, Verdict::Denied, Some(message))
+            finish(r, Verdict::Denied(d.reason()), Some(message))
         }
         Err(e @ MutationError::Decode { .. }) => {
             let message = error_chain(&e);

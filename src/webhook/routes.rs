@@ -218,13 +218,14 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
             kind,
             operation,
             verdict: reviewed.verdict.as_str(),
+            reason: reviewed.verdict.reason(),
         })
         .inc();
     m.duration.observe(started.elapsed().as_secs_f64());
     // Refusals are what operators look for; mutations are routine and logged at debug so the
     // write path does not pay for a log line per workload.
     match reviewed.verdict {
-        Verdict::Denied | Verdict::Invalid => {
+        Verdict::Denied(_) | Verdict::Invalid => {
             tracing::info!(uid = %Quoted(&reviewed.uid), kind, operation, verdict = reviewed.verdict.as_str(), message = reviewed.message.as_deref().unwrap_or(""), "admission");
         }
         _ => {
