@@ -3,6 +3,7 @@
 //! env-var fallback.
 
 mod certs;
+mod check;
 mod inject;
 mod injection_args;
 mod serve;
@@ -33,6 +34,8 @@ pub enum Command {
     /// Certificate tooling for the webhook's TLS.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Diagnose why a workload is or is not injected, against the cluster of your kubeconfig.
+    Check(Box<check::CheckArgs>),
 }
 
 /// Runs one subcommand.
@@ -41,5 +44,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(*args),
         Command::Inject(args) => inject::inject(*args),
         Command::Certs(cmd) => certs::certs(cmd),
+        Command::Check(args) => check::check(*args),
     }
 }
