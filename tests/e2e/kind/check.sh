@@ -4,8 +4,9 @@
 #   2. static checks: the YAML files parse and say what run.sh expects; atlas.sum is correct
 #   3. `run.sh --dry-run` / `--print` exits 0, prints the main steps and executes nothing
 #   4. the prerequisite check fails clearly when tools or the Docker daemon are missing
-#   5. mock runs of run.sh with fake docker/kind/kubectl/helm (testdata/fakebin): the real code
-#      path, its assertions, the failure path (diagnostics, non-zero exit) and the clean-up
+#   (The scenario itself runs for real on every CI run, on the node of tests/e2e/node: the same
+#   code, tests/e2e/scenario.sh. Fake docker/kind/kubectl/helm only prove that nothing is called
+#   in a dry run and that missing tools are reported.)
 # With --full (or CHECK_FULL=1) also, using Debian packages only:
 #   6. run.sh's SQL assertions against a real PostgreSQL after applying the migrations
 #   7. the manifests (`kubectl apply --dry-run=server`) and run.sh's kubectl assertions against a
@@ -168,13 +169,16 @@ contains_in_order "dry run prints the main steps in order" "$out" \
   "--set image.repository=migration-injector --set image.tag=e2e --set image.pullPolicy=Never --set tls.mode=helm --wait" \
   "apply -f $HERE/manifests/postgres.yaml" "rollout status deployment/postgres" \
   "create secret generic atlas-project" "postgres://postgres:pass@postgres.migrations-e2e.svc:5432/app?sslmode=disable" \
-  "apply --dry-run=server -f $HERE/manifests/app.yaml" \
-  "apply -f $HERE/manifests/app.yaml" "wait --for=condition=Ready" \
+  "apply --dry-run=server -f -" \
+  "render_app.py $HERE/manifests/app.yaml --name migrations-demo --image migrations:e2e" "wait --for=condition=Ready" \
   "jsonpath={.spec.initContainers[*].name}" "expect (init containers): migrate" \
-  "expect (migrate imagePullPolicy (annotation migrations.io/pull-policy)): Never" \
+  "expect (migrate imagePullPolicy): Never" \
   "psql -U postgres -d app" "expect (tables in schema public): posts,users" \
   "expect (applied migrations recorded): 2" \
   "rollout restart deployment/migrations-demo" \
+  "--name migrations-broken --image migrations:broken" \
+  "Webhook availability (failurePolicy Fail): admissions during a helm upgrade" \
+  "admissions while one webhook pod is deleted" "tls.mode=selfManaged" \
   "kind delete cluster --name migration-injector-e2e" "==> dry run: nothing was executed"
 if [[ ! -s "$TMP/dry.log" ]]; then pass "dry run executed none of docker/kind/kubectl/helm"
 else fail "dry run executed: $(tr '\n' ';' <"$TMP/dry.log")"; fi
@@ -219,73 +223,6 @@ if ((rc != 0)) && [[ "$out" == *"nothing to install the webhook from"* ]] && ! g
   pass "no chart and no install.yaml: exit $rc before creating anything"
 else
   fail "no chart and no install.yaml: exit $rc, output: $out"
-fi
-
-# ---------------------------------------------------------------------------------------------
-section "5. mock runs (fake docker/kind/kubectl/helm)"
-# mock NAME ENV...: run run.sh with the fake tools; sets MOCK_RC, MOCK_OUT, MOCK_LOG.
-mock() {
-  local name=$1
-  shift
-  MOCK_LOG="$TMP/mock-$name.log"
-  : >"$MOCK_LOG"
-  MOCK_RC=0
-  MOCK_OUT="$(env PATH="$FAKEBIN:$PATH" FAKE_LOG="$MOCK_LOG" TIMEOUT=2 "$@" ./run.sh 2>&1)" || MOCK_RC=$?
-  printf '%s\n' "$MOCK_OUT" >"$TMP/mock-$name.out"
-}
-mock pass REPO_ROOT="$TMP/root-chart"
-if ((MOCK_RC == 0)) && [[ "$MOCK_OUT" == *"==> PASS"* ]]; then pass "passing cluster: exit 0, PASS"
-else fail "passing cluster: exit $MOCK_RC"; sed 's/^/    | /' "$TMP/mock-pass.out" | tail -40; fi
-contains_in_order "passing cluster: commands in order" "$(cat "$MOCK_LOG")" \
-  "docker info" "kind get clusters" "kind create cluster --name migration-injector-e2e" \
-  "docker build -t migration-injector:e2e" "docker build --build-arg ATLAS_IMAGE=" \
-  "kind load docker-image migration-injector:e2e" "kind load docker-image migrations:e2e" \
-  "helm --kube-context kind-migration-injector-e2e upgrade --install" \
-  "label namespace migrations-e2e --overwrite migrations.io/injection=enabled" \
-  "apply -f $HERE/manifests/postgres.yaml" "create secret generic atlas-project" \
-  "apply -f $HERE/manifests/app.yaml" "wait --for=condition=Ready pod/migrations-demo-new" \
-  "rollout restart" "create deployment plain-app" "kind delete cluster --name migration-injector-e2e"
-if [[ "$(grep -c 'ok   ' "$TMP/mock-pass.out")" -ge 25 ]]; then pass "passing cluster: $(grep -c 'ok   ' "$TMP/mock-pass.out") assertions ok"
-else fail "passing cluster: too few assertions ran"; fi
-
-mock manifest REPO_ROOT="$TMP/root-manifest"
-if ((MOCK_RC == 0)); then pass "install.yaml fallback: exit 0"; else fail "install.yaml fallback: exit $MOCK_RC"; fi
-contains_in_order "install.yaml fallback: applies the rewritten manifest, waits for its Deployment" "$(cat "$MOCK_LOG")" \
-  "apply -f -" "get -f $TMP/root-manifest/manifests/install.yaml" \
-  "-n migration-injector rollout status deployment/migration-injector"
-lacks "install.yaml fallback: no helm" "$(cat "$MOCK_LOG")" "helm "
-
-for what in revisions tables initcontainer; do
-  mock "fail-$what" REPO_ROOT="$TMP/root-chart" FAKE_FAIL="$what"
-  if ((MOCK_RC != 0)) && [[ "$MOCK_OUT" == *"FAIL "* && "$MOCK_OUT" == *"==> diagnostics (failure)"* && "$MOCK_OUT" == *"==> FAIL"* ]] &&
-    grep -q '^kind delete cluster' "$MOCK_LOG"; then
-    pass "broken cluster ($what): exit $MOCK_RC, FAIL reported, diagnostics printed, cluster deleted"
-  else
-    fail "broken cluster ($what): exit $MOCK_RC"
-    tail -30 "$TMP/mock-fail-$what.out" | sed 's/^/    | /'
-  fi
-done
-contains_in_order "diagnostics include pods, events and logs" "$(cat "$TMP/mock-fail-revisions.log")" \
-  "get pods -A -o wide" "get mutatingwebhookconfigurations -o yaml" "describe pods" "get events" "logs"
-
-mock keep REPO_ROOT="$TMP/root-chart" KEEP_CLUSTER=1 FAKE_FAIL=revisions
-if ((MOCK_RC != 0)) && ! grep -q '^kind delete' "$MOCK_LOG" && [[ "$MOCK_OUT" == *"keeping kind cluster"* ]]; then
-  pass "KEEP_CLUSTER=1: cluster kept (even on failure)"
-else
-  fail "KEEP_CLUSTER=1: exit $MOCK_RC"
-fi
-mock reuse REPO_ROOT="$TMP/root-chart" FAKE_EXISTING_CLUSTER=migration-injector-e2e
-if ((MOCK_RC == 0)) && ! grep -qE '^kind (create|delete)' "$MOCK_LOG"; then
-  pass "existing cluster: reused, neither created nor deleted"
-else
-  fail "existing cluster: exit $MOCK_RC"
-fi
-mock skip REPO_ROOT="$TMP/root-chart" SKIP_BUILD=1 SKIP_RERUN=1 APP_NAMESPACE_LABELS=
-if ((MOCK_RC == 0)) && ! grep -q '^docker build -t migration-injector' "$MOCK_LOG" &&
-  ! grep -q 'rollout restart' "$MOCK_LOG" && ! grep -q 'label namespace' "$MOCK_LOG"; then
-  pass "SKIP_BUILD=1, SKIP_RERUN=1, APP_NAMESPACE_LABELS=: honoured"
-else
-  fail "SKIP_BUILD/SKIP_RERUN/APP_NAMESPACE_LABELS: exit $MOCK_RC"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -47,23 +47,26 @@ WEBHOOK_IMAGE_REPO="migration-injector"
 WEBHOOK_IMAGE_TAG="e2e"
 WEBHOOK_IMAGE="$WEBHOOK_IMAGE_REPO:$WEBHOOK_IMAGE_TAG"
 MIGRATIONS_IMAGE="migrations:e2e"
-APP_DEPLOYMENT="migrations-demo"
-APP_SELECTOR="app.kubernetes.io/name=migrations-demo"
-MIGRATION_VERSIONS="20240101000000,20240102000000"
-MIGRATE_ARGS="migrate apply -c file:///etc/atlas/atlas.hcl --env k8s"
+MIGRATIONS_BROKEN_IMAGE="migrations:broken"
 
-MANIFESTS="$SCRIPT_DIR/manifests"
 KCTX="kind-$KIND_CLUSTER"
 KUBECTL=(kubectl --context "$KCTX")
 HELM=(helm --kube-context "$KCTX")
-PSQL=("${KUBECTL[@]}" -n "$APP_NAMESPACE" exec deploy/postgres -c postgres --
-  psql -U postgres -d app -v ON_ERROR_STOP=1 -tAc)
 
 DRY_RUN=0
 CLUSTER_CREATED=0
 CLUSTER_USABLE=0
 STEP=0
 FAILURES=0
+
+# The scenario, shared with the node e2e (tests/e2e/node): Atlas from its public image, the
+# images loaded into kind (pull policy Never), PostgreSQL reached by its Service's DNS name.
+TOOL=atlas
+MIGRATIONS_PULL_POLICY=Never
+DB_HOST_MODE=dns
+# shellcheck source=../scenario.sh
+source "$SCRIPT_DIR/../scenario.sh"
+
 
 usage() {
   cat <<EOF
@@ -84,98 +87,6 @@ Environment (defaults in brackets):
 EOF
 }
 
-# ---------------------------------------------------------------------------------------------
-# Output and execution helpers
-# ---------------------------------------------------------------------------------------------
-step() { STEP=$((STEP + 1)); printf '\n==> [%d] %s\n' "$STEP" "$*"; }
-info() { printf '    %s\n' "$*"; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
-die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
-
-# Shell-quote one word for display (only when needed).
-quote() {
-  if [[ -n "$1" && "$1" =~ ^[A-Za-z0-9_./:=@,%+-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    local escaped=${1//\'/\'\\\'\'}
-    printf "'%s'" "$escaped"
-  fi
-}
-cmdline() {
-  local out="" w
-  for w in "$@"; do out+="${out:+ }$(quote "$w")"; done
-  printf '%s' "$out"
-}
-show() { printf '    $ %s\n' "$(cmdline "$@")"; }
-
-# run CMD...: print, then execute unless --dry-run.
-run() {
-  show "$@"
-  ((DRY_RUN)) && return 0
-  "$@"
-}
-
-# apply_generated CMD...: `CMD --dry-run=client -o yaml | kubectl apply -f -` (idempotent create).
-apply_generated() {
-  printf '    $ %s --dry-run=client -o yaml | %s apply -f -\n' "$(cmdline "$@")" "$(cmdline "${KUBECTL[@]}")"
-  ((DRY_RUN)) && return 0
-  "$@" --dry-run=client -o yaml | "${KUBECTL[@]}" apply -f -
-}
-
-# expect DESCRIPTION EXPECTED CMD...: run CMD, compare its trimmed stdout with EXPECTED.
-expect() {
-  local desc=$1 want=$2 got
-  shift 2
-  show "$@"
-  if ((DRY_RUN)); then
-    info "  expect ($desc): $(quote "$want")"
-    return 0
-  fi
-  if ! got="$("$@")"; then
-    printf '    FAIL %s: command failed\n' "$desc" >&2
-    FAILURES=$((FAILURES + 1))
-    return 0
-  fi
-  got="${got#"${got%%[![:space:]]*}"}"
-  got="${got%"${got##*[![:space:]]}"}"
-  if [[ "$got" == "$want" ]]; then
-    info "  ok   $desc = $(quote "$got")"
-  else
-    printf '    FAIL %s: want %s, got %s\n' "$desc" "$(quote "$want")" "$(quote "$got")" >&2
-    FAILURES=$((FAILURES + 1))
-  fi
-}
-
-# Stop after a group of expectations if any failed (all of the group are reported first).
-checkpoint() {
-  ((FAILURES == 0)) || die "$FAILURES check(s) failed: $*"
-}
-
-# run_sql SQL: run a query in the postgres pod (unaligned tuples only).
-run_sql() { "${PSQL[@]}" "$1"; }
-expect_sql() { expect "$1" "$2" "${PSQL[@]}" "$3"; }
-
-# ---------------------------------------------------------------------------------------------
-# Diagnostics and clean-up
-# ---------------------------------------------------------------------------------------------
-diagnostics() {
-  printf '\n==> diagnostics (failure)\n'
-  local ns pod
-  "${KUBECTL[@]}" get nodes -o wide || true
-  "${KUBECTL[@]}" get pods -A -o wide || true
-  "${KUBECTL[@]}" get mutatingwebhookconfigurations -o yaml || true
-  for ns in "$WEBHOOK_NAMESPACE" "$APP_NAMESPACE"; do
-    printf '\n--- namespace %s: deployments, pods, events\n' "$ns"
-    "${KUBECTL[@]}" -n "$ns" get deployments,replicasets,pods,services,secrets -o wide || true
-    "${KUBECTL[@]}" -n "$ns" get deployments -o yaml || true
-    "${KUBECTL[@]}" -n "$ns" describe pods || true
-    "${KUBECTL[@]}" -n "$ns" get events --sort-by=.lastTimestamp || true
-    for pod in $("${KUBECTL[@]}" -n "$ns" get pods -o name 2>/dev/null || true); do
-      printf '\n--- logs %s/%s (all containers, init containers included)\n' "$ns" "$pod"
-      "${KUBECTL[@]}" -n "$ns" logs "$pod" --all-containers=true --prefix=true --tail=200 || true
-    done
-  done
-}
 
 on_exit() {
   local rc=$?
@@ -283,10 +194,17 @@ build_images() {
   # The image must declare a numeric non-root user: the injected securityContext says runAsNonRoot.
   expect "migrations image USER" "65532:65532" docker image inspect --format '{{.Config.User}}' "$MIGRATIONS_IMAGE"
   checkpoint "migrations image"
+  # The same plus the failing migration of tests/e2e/migrations-failing (the failing-migration step).
+  local broken_ctx="${TMPDIR:-/tmp}/migration-injector-kind-broken"
+  run rm -rf "$broken_ctx"
+  run cp -r "$SCRIPT_DIR/migrations" "$broken_ctx"
+  run cp "$SCRIPT_DIR/../migrations-failing/20240103000000_create_comments.sql" "$broken_ctx/migrations/"
+  run docker build --build-arg "ATLAS_IMAGE=$ATLAS_IMAGE" -t "$MIGRATIONS_BROKEN_IMAGE" "$broken_ctx"
 
   step "Load images into kind"
   run kind load docker-image "$WEBHOOK_IMAGE" --name "$KIND_CLUSTER"
   run kind load docker-image "$MIGRATIONS_IMAGE" --name "$KIND_CLUSTER"
+  run kind load docker-image "$MIGRATIONS_BROKEN_IMAGE" --name "$KIND_CLUSTER"
 }
 
 install_webhook() {
@@ -331,181 +249,6 @@ install_webhook() {
   run "${KUBECTL[@]}" get mutatingwebhookconfigurations
 }
 
-deploy_database() {
-  step "Deploy PostgreSQL into namespace $APP_NAMESPACE"
-  # A fresh namespace, so that a reused cluster starts from an empty database.
-  run "${KUBECTL[@]}" delete namespace "$APP_NAMESPACE" --ignore-not-found=true --wait=true --timeout="${TIMEOUT}s"
-  apply_generated "${KUBECTL[@]}" create namespace "$APP_NAMESPACE"
-  if [[ -n "$APP_NAMESPACE_LABELS" ]]; then
-    local labels=()
-    IFS=',' read -r -a labels <<<"$APP_NAMESPACE_LABELS"
-    run "${KUBECTL[@]}" label namespace "$APP_NAMESPACE" --overwrite "${labels[@]}"
-  fi
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" apply -f "$MANIFESTS/postgres.yaml"
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" rollout status deployment/postgres --timeout="${TIMEOUT}s"
-  # pg_isready in the readiness probe; double-check with a real query.
-  expect_sql "postgres answers" "1" "select 1"
-  checkpoint "postgres"
-}
-
-create_secret() {
-  step "Create Secret atlas-project (atlas.hcl, env \"k8s\" -> postgres.$APP_NAMESPACE.svc)"
-  local hcl line
-  hcl="env \"k8s\" {
-  url = \"postgres://postgres:pass@postgres.$APP_NAMESPACE.svc:5432/app?sslmode=disable\"
-  migration {
-    dir = \"file:///migrations\"
-  }
-}"
-  info "atlas.hcl:"
-  while IFS= read -r line; do info "  | $line"; done <<<"$hcl"
-  apply_generated "${KUBECTL[@]}" -n "$APP_NAMESPACE" create secret generic atlas-project \
-    --from-literal="atlas.hcl=$hcl"
-}
-
-wait_for_webhook() {
-  step "Wait until the webhook mutates an annotated Deployment (server-side dry run)"
-  local probe=("${KUBECTL[@]}" -n "$APP_NAMESPACE" apply --dry-run=server -f "$MANIFESTS/app.yaml"
-    -o 'jsonpath={.spec.template.spec.initContainers[*].name}')
-  show "${probe[@]}"
-  info "  (repeated until it prints 'migrate', at most ${TIMEOUT}s)"
-  ((DRY_RUN)) && return 0
-  local deadline=$((SECONDS + TIMEOUT)) out
-  while :; do
-    if out="$("${probe[@]}" 2>&1)" && [[ " $out " == *" migrate "* ]]; then
-      info "  ok   the webhook answers and injects"
-      return 0
-    fi
-    if [[ "$out" == *"dry run"* || "$out" == *"dryRun"* ]]; then
-      warn "the webhook does not support dry run ($out); continuing without this probe"
-      return 0
-    fi
-    if ((SECONDS >= deadline)); then
-      warn "no injection seen in a server-side dry run after ${TIMEOUT}s (last output: $out); continuing"
-      return 0
-    fi
-    sleep 2
-  done
-}
-
-# newest_pod: name of the most recently created app pod.
-newest_pod() {
-  local name
-  name="$("${KUBECTL[@]}" -n "$APP_NAMESPACE" get pods -l "$APP_SELECTOR" \
-    --sort-by=.metadata.creationTimestamp -o name | tail -n 1)"
-  printf '%s' "${name#pod/}"
-}
-
-POD=""
-deploy_app() {
-  step "Deploy the annotated app Deployment ($MANIFESTS/app.yaml)"
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" apply -f "$MANIFESTS/app.yaml"
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" rollout status "deployment/$APP_DEPLOYMENT" --timeout="${TIMEOUT}s"
-  wait_app_pod
-}
-
-wait_app_pod() {
-  printf '    $ %s | tail -n 1\n' "$(cmdline "${KUBECTL[@]}" -n "$APP_NAMESPACE" get pods -l "$APP_SELECTOR" \
-    --sort-by=.metadata.creationTimestamp -o name)"
-  if ((DRY_RUN)); then
-    POD='<pod>'
-  else
-    POD="$(newest_pod)"
-    [[ -n "$POD" ]] || die "no pod with label $APP_SELECTOR in $APP_NAMESPACE"
-  fi
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" wait --for=condition=Ready "pod/$POD" --timeout="${TIMEOUT}s"
-}
-
-expect_pod() { expect "$1" "$2" "${KUBECTL[@]}" -n "$APP_NAMESPACE" get "pod/$POD" -o "jsonpath=$3"; }
-
-assert_injection() {
-  step "Assert the webhook injected the migration init container into pod $POD"
-  local ic='.spec.initContainers[?(@.name=="migrate")]'
-  expect "Deployment template init containers" "migrate" "${KUBECTL[@]}" -n "$APP_NAMESPACE" \
-    get "deployment/$APP_DEPLOYMENT" -o 'jsonpath={.spec.template.spec.initContainers[*].name}'
-  expect_pod "init containers" "migrate" '{.spec.initContainers[*].name}'
-  expect_pod "migrate image" "$MIGRATIONS_IMAGE" "{$ic.image}"
-  expect_pod "migrate imagePullPolicy (annotation migrations.io/pull-policy)" "Never" "{$ic.imagePullPolicy}"
-  expect_pod "migrate args" "$MIGRATE_ARGS" "{$ic.args[*]}"
-  expect_pod "migrate mount of atlas-project" "/etc/atlas" "{$ic.volumeMounts[?(@.name==\"atlas-project\")].mountPath}"
-  expect_pod "migrate mount read-only" "true" "{$ic.volumeMounts[?(@.name==\"atlas-project\")].readOnly}"
-  expect_pod "volume atlas-project from Secret" "atlas-project" '{.spec.volumes[?(@.name=="atlas-project")].secret.secretName}'
-  if [[ "$EXPECT_SECURITY_CONTEXT" == 1 ]]; then
-    expect_pod "securityContext.runAsNonRoot" "true" "{$ic.securityContext.runAsNonRoot}"
-    expect_pod "securityContext.readOnlyRootFilesystem" "true" "{$ic.securityContext.readOnlyRootFilesystem}"
-    expect_pod "securityContext.allowPrivilegeEscalation" "false" "{$ic.securityContext.allowPrivilegeEscalation}"
-    expect_pod "securityContext.capabilities.drop" "ALL" "{$ic.securityContext.capabilities.drop[*]}"
-    expect_pod "securityContext.seccompProfile.type" "RuntimeDefault" "{$ic.securityContext.seccompProfile.type}"
-  else
-    info "EXPECT_SECURITY_CONTEXT=$EXPECT_SECURITY_CONTEXT: securityContext not checked"
-  fi
-  local st='.status.initContainerStatuses[?(@.name=="migrate")].state.terminated'
-  expect_pod "migrate exit code" "0" "{$st.exitCode}"
-  expect_pod "migrate termination reason" "Completed" "{$st.reason}"
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" logs "pod/$POD" -c migrate || warn "could not read the migrate logs"
-  checkpoint "injection into pod $POD"
-}
-
-REVISIONS_SCHEMA=""
-assert_database() {
-  step "Assert the migrations ran: tables users and posts, 2 revisions in atlas_schema_revisions"
-  expect_sql "tables in schema public" "posts,users" \
-    "select string_agg(table_name::text, ',' order by table_name) from information_schema.tables where table_schema = 'public' and table_name in ('users', 'posts')"
-  expect_sql "foreign key posts.user_id -> users" "1" \
-    "select count(*) from information_schema.table_constraints where table_schema = 'public' and table_name = 'posts' and constraint_type = 'FOREIGN KEY'"
-  # Atlas keeps its revisions table in schema atlas_schema_revisions when the URL names no schema,
-  # else in the connected schema: look it up rather than assume.
-  local find_schema="select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'"
-  show "${PSQL[@]}" "$find_schema"
-  if ((DRY_RUN)); then
-    REVISIONS_SCHEMA='<schema>'
-  elif ! REVISIONS_SCHEMA="$(run_sql "$find_schema")" || [[ -z "$REVISIONS_SCHEMA" || "$REVISIONS_SCHEMA" == *$'\n'* ]]; then
-    FAILURES=$((FAILURES + 1))
-    printf '    FAIL atlas_schema_revisions: want exactly one such table, got %s\n' "$(quote "$REVISIONS_SCHEMA")" >&2
-    checkpoint "database"
-  else
-    info "  atlas_schema_revisions is in schema $REVISIONS_SCHEMA"
-  fi
-  assert_revisions
-  checkpoint "database"
-}
-
-assert_revisions() {
-  # Rows whose version starts with '.' are Atlas bookkeeping (.atlas_cloud_identifier), not migrations.
-  local table="\"$REVISIONS_SCHEMA\".atlas_schema_revisions"
-  expect_sql "applied migrations recorded" "2" \
-    "select count(*) from $table where version not like '.%'"
-  expect_sql "applied migration versions" "$MIGRATION_VERSIONS" \
-    "select string_agg(version, ',' order by version) from $table where version not like '.%'"
-  expect_sql "migrations fully applied, without error" "2" \
-    "select count(*) from $table where version not like '.%' and applied = total and coalesce(error, '') = ''"
-}
-
-assert_rerun() {
-  step "Restart the app: the init container runs again and applies nothing new"
-  if [[ "$SKIP_RERUN" == 1 ]]; then
-    info "SKIP_RERUN=1: skipped"
-    return 0
-  fi
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" rollout restart "deployment/$APP_DEPLOYMENT"
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" rollout status "deployment/$APP_DEPLOYMENT" --timeout="${TIMEOUT}s"
-  wait_app_pod
-  local ic='.spec.initContainers[?(@.name=="migrate")]'
-  expect_pod "init containers after restart" "migrate" '{.spec.initContainers[*].name}'
-  expect_pod "migrate image after restart" "$MIGRATIONS_IMAGE" "{$ic.image}"
-  expect_pod "migrate exit code after restart" "0" '{.status.initContainerStatuses[?(@.name=="migrate")].state.terminated.exitCode}'
-  run "${KUBECTL[@]}" -n "$APP_NAMESPACE" logs "pod/$POD" -c migrate || warn "could not read the migrate logs"
-  assert_revisions
-  checkpoint "re-run"
-}
-
-assert_not_annotated() {
-  step "Assert a Deployment without the annotation is left alone (server-side dry run)"
-  expect "init containers of an unannotated Deployment" "" "${KUBECTL[@]}" -n "$APP_NAMESPACE" \
-    create deployment plain-app --image=postgres:16-alpine --dry-run=server \
-    -o 'jsonpath={.spec.template.spec.initContainers[*].name}'
-  checkpoint "unannotated Deployment"
-}
 
 parse_args() {
   while (($#)); do
@@ -531,14 +274,12 @@ main() {
   create_cluster
   build_images
   install_webhook
-  deploy_database
-  create_secret
-  wait_for_webhook
-  deploy_app
-  assert_injection
-  assert_database
-  assert_rerun
-  assert_not_annotated
+  run_scenario
+  if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
+    run_self_managed_scenario --set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" \
+      --set image.pullPolicy=Never
+  fi
+  availability_report
 }
 
 # RUN_SH_SOURCE_ONLY=1: only define the functions (check.sh tests the assertions this way).

@@ -126,7 +126,7 @@ ensure_base_images() {
       local root mirror
       root=$(mktemp -d)
       mirror=$(grep -rhoE '^(URIs:|deb) *https?://[^ ]*debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-        | grep -oE 'https?://[^ ]*' | head -n 1)
+        | grep -oE 'https?://[^ ]*' | sed -n 1p)
       debootstrap --variant=minbase bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >"$NODE_CACHE/debootstrap.log" 2>&1 \
         || { tail -n 20 "$NODE_CACHE/debootstrap.log" >&2; rm -rf "$root"; die "debootstrap"; }
       rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*

@@ -35,8 +35,13 @@ def load_all(rel):
     return docs
 
 
+def scripts_text():
+    """run.sh and the scenario it sources (tests/e2e/scenario.sh, shared with the node e2e)."""
+    return (HERE / "run.sh").read_text() + "\n" + (HERE.parent / "scenario.sh").read_text()
+
+
 def run_sh_var(name):
-    m = re.search(rf'^{name}="([^"$]*)"$', (HERE / "run.sh").read_text(), re.M)
+    m = re.search(rf'^{name}="([^"$]*)"$', scripts_text(), re.M)
     return m.group(1) if m else None
 
 
@@ -120,9 +125,10 @@ def main():
         check(re.search(r'url\s*=\s*"postgres://postgres:pass@postgres[.:][^"]*5432/app\?sslmode=disable"', hcl)
               is not None, "atlas.hcl URL points at the postgres Service")
         check('dir = "file:///migrations"' in hcl, "atlas.hcl migration dir is the image's /migrations")
-    run_sh = (HERE / "run.sh").read_text()
-    check('postgres://postgres:pass@postgres.$APP_NAMESPACE.svc:5432/app?sslmode=disable' in run_sh.replace('\\"', '"'),
-          "run.sh generates the Secret URL postgres.<namespace>.svc")
+    run_sh = scripts_text()
+    check("'postgres://postgres:pass@%s:5432/app?sslmode=disable' \"${DB_HOST:-postgres.$APP_NAMESPACE.svc}\"" in run_sh
+          and 'DB_HOST="postgres.$APP_NAMESPACE.svc"' in run_sh,
+          "run.sh (scenario.sh) generates the Secret URL postgres.<namespace>.svc")
 
     print("migrations/")
     mig = HERE / "migrations" / "migrations"
@@ -154,7 +160,7 @@ def main():
 
 
 def run_sh_var_default(name):
-    m = re.search(rf'^{name}="\$\{{{name}:-([^}}]*)\}}"$', (HERE / "run.sh").read_text(), re.M)
+    m = re.search(rf'^{name}="\$\{{{name}:-([^}}]*)\}}"$', scripts_text(), re.M)
     return m.group(1) if m else None
 
 

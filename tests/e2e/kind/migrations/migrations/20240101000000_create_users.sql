@@ -1,3 +1,4 @@
+-- migrate:up
 -- Create "users" table
 CREATE TABLE "users" (
   "id" bigserial NOT NULL,
@@ -8,3 +9,4 @@ CREATE TABLE "users" (
 );
 -- Create index "users_email_key" to table: "users"
 CREATE UNIQUE INDEX "users_email_key" ON "users" ("email");
+-- migrate:down

@@ -1,3 +1,4 @@
+-- migrate:up
 -- Create "posts" table
 CREATE TABLE "posts" (
   "id" bigserial NOT NULL,
@@ -10,3 +11,4 @@ CREATE TABLE "posts" (
 );
 -- Create index "posts_user_id_idx" to table: "posts"
 CREATE INDEX "posts_user_id_idx" ON "posts" ("user_id");
+-- migrate:down
