@@ -23,3 +23,16 @@
 pub mod mutate;
 pub mod tls;
 pub mod webhook;
+
+/// An error and its causes on one line (`a: b: c`), for messages that travel as text (an
+/// AdmissionReview status, a log field) rather than as an error chain.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// With --self-managed: extra IP addresses for the serving certificate (comma-separated).
     #[arg(long, env = "MIGRATION_INJECTOR_CERT_IPS", value_delimiter = ',')]
     pub cert_ips: Vec<IpAddr>,
+    /// With --self-managed: this replica's unique name (the pod name; default: $HOSTNAME), under
+    /// which it records on the webhook configuration the CAs it needs trusted.
+    #[arg(long, env = "MIGRATION_INJECTOR_POD_NAME")]
+    pub pod_name: Option<String>,
     /// With --self-managed: validity of each serving certificate, renewed with a third left.
     #[arg(long, env = "MIGRATION_INJECTOR_SELF_MANAGED_CERT_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=825))]
     pub self_managed_cert_days: u32,
@@ -194,6 +198,11 @@ impl ServeArgs {
                     webhook_config: self.webhook_config_name.clone(),
                     extra_ips: self.cert_ips.clone(),
                     cert_days: self.self_managed_cert_days,
+                    replica: self
+                        .pod_name
+                        .clone()
+                        .or_else(|| std::env::var("HOSTNAME").ok())
+                        .unwrap_or_else(|| format!("replica-{}", std::process::id())),
                 },
                 check_interval: Duration::from_secs(self.self_managed_check_interval),
             });

@@ -104,7 +104,7 @@ pub async fn start(source: CertSource) -> Result<Arc<CertStore>, StartError> {
             let client = kube::Client::try_default()
                 .await
                 .map_err(StartError::Client)?;
-            let (ca, store) = self_managed::bootstrap(&client, &config).await?;
+            let (ca, store) = self_managed::bootstrap(&client, &config).await;
             tokio::spawn(self_managed::maintain(
                 client,
                 config,

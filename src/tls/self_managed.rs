@@ -3,21 +3,28 @@
 //! winner's), each issues its own serving certificate from it, and the MutatingWebhookConfiguration's
 //! caBundle is kept current. Needs only get/create on that Secret and get/patch on that one
 //! webhook configuration.
+//!
+//! A CA change loses no request: each replica records on the webhook configuration (annotation
+//! `serving.migrations.io/<replica>`) the CAs it needs trusted — the one it serves, and the one
+//! it is about to serve — and the caBundle keeps every CA some live replica needs. A replica
+//! puts a new CA into the caBundle before it serves a certificate from it, and an old CA leaves
+//! the caBundle only when no replica has needed it for a few check intervals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, TestOperation};
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, TestOperation};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 use super::ca::{self as certs, Ca, CertError};
@@ -32,12 +39,18 @@ const CA_DAYS: u32 = 3650;
 pub enum SelfManagedError {
     #[error("Kubernetes API request failed")]
     Kube(#[from] kube::Error),
+    #[error("the webhook configuration changed while it was being updated; retrying")]
+    Conflict,
     #[error(transparent)]
     Cert(#[from] CertError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("Secret {namespace}/{name} exists but holds no usable {CA_CERT_KEY} and {CA_KEY_KEY}; delete it to have a new CA created")]
-    BadCaSecret { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} is refused as the CA: {reason}; fix it, or delete it to have a new CA created")]
+    BadCaSecret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
 }
 
 /// Where the self-managed certificate material lives and what it is for.
@@ -49,6 +62,8 @@ pub struct SelfManaged {
     pub webhook_config: String,
     pub extra_ips: Vec<IpAddr>,
     pub cert_days: u32,
+    /// This replica's name (the pod name), unique among the replicas.
+    pub replica: String,
 }
 
 impl SelfManaged {
@@ -100,17 +115,49 @@ pub async fn shared_ca(client: &Client, cfg: &SelfManaged) -> Result<Ca, SelfMan
 }
 
 fn ca_from_secret(secret: &Secret, cfg: &SelfManaged) -> Result<Ca, SelfManagedError> {
-    let bad = || SelfManagedError::BadCaSecret {
+    let bad = |reason: &str| SelfManagedError::BadCaSecret {
         namespace: cfg.namespace.clone(),
         name: cfg.ca_secret.clone(),
+        reason: reason.to_owned(),
     };
-    let data = secret.data.as_ref().ok_or_else(bad)?;
+    let data = secret.data.as_ref().ok_or_else(|| bad("it has no data"))?;
     let text = |k: &str| {
         data.get(k)
             .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            .ok_or_else(bad)
+            .ok_or_else(|| bad(&format!("it holds no {k}")))
     };
-    Ca::from_pem(&text(CA_CERT_KEY)?, &text(CA_KEY_KEY)?).map_err(|_| bad())
+    let (cert_pem, key_pem) = (text(CA_CERT_KEY)?, text(CA_KEY_KEY)?);
+    check_ca(&cert_pem, &key_pem).map_err(|reason| bad(&reason))?;
+    Ca::from_pem(&cert_pem, &key_pem).map_err(|e| bad(&e.to_string()))
+}
+
+/// Refuses a CA that cannot sign what the replicas serve: not a certificate, not a CA, not valid
+/// now, or a key that is not the certificate's.
+fn check_ca(cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| format!("{CA_CERT_KEY} is not a PEM certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|_| format!("{CA_CERT_KEY} is not an X.509 certificate"))?;
+    if !cert.is_ca() {
+        return Err(format!(
+            "{CA_CERT_KEY} is not a CA certificate (basicConstraints CA:false)"
+        ));
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let validity = cert.validity();
+    if validity.not_after.timestamp() <= now || validity.not_before.timestamp() > now + 60 {
+        return Err(format!(
+            "{CA_CERT_KEY} is not valid now (valid from {} to {})",
+            validity.not_before, validity.not_after
+        ));
+    }
+    let key = rcgen::KeyPair::from_pem(key_pem)
+        .map_err(|_| format!("{CA_KEY_KEY} is not a PEM private key"))?;
+    if key.public_key_raw() != cert.public_key().subject_public_key.data.as_ref() {
+        return Err(format!("{CA_KEY_KEY} is not the key of {CA_CERT_KEY}"));
+    }
+    Ok(())
 }
 
 /// Issues a serving certificate from `ca` and puts it in `store`.
@@ -124,72 +171,243 @@ pub fn issue_into(ca: &Ca, cfg: &SelfManaged, store: &CertStore) -> Result<(), S
     Ok(())
 }
 
-/// Sets the caBundle of every webhook in the configuration to `ca_pem` where it differs.
-/// Returns whether anything was patched.
-pub async fn ensure_ca_bundle(
+/// Annotation prefix, on the webhook configuration, of each replica's needed CAs.
+const NEEDS_PREFIX: &str = "serving.migrations.io/";
+/// Time for the API server to load a changed caBundle before a certificate from a new CA is
+/// served (its webhook configuration informer takes well under a second).
+const BUNDLE_PICKUP: Duration = Duration::from_secs(2);
+
+/// A short stable identifier of a CA: the end of its public key.
+fn fingerprint(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let key = cert.public_key().subject_public_key.data.as_ref();
+    let tail = &key[key.len().saturating_sub(16)..];
+    Some(tail.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn pem_ders(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+fn to_pem(der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// The annotation key of a replica's record (annotation names are at most 63 characters).
+fn needs_key(replica: &str) -> String {
+    let name: String = replica
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    format!(
+        "{NEEDS_PREFIX}{}",
+        name.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+    )
+}
+
+/// The CAs a caBundle should hold: the Secret's CA and the ones this replica needs first, then
+/// every CA already trusted that a replica still needs (fingerprints in `needed`), once each.
+pub fn wanted_bundle(
+    secret_ca: &[u8],
+    mine: &[Vec<u8>],
+    existing: &[CertificateDer<'_>],
+    needed: &HashSet<String>,
+) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut seen = HashSet::new();
+    let ours = std::iter::once(secret_ca.to_vec()).chain(mine.iter().cloned());
+    let kept = existing
+        .iter()
+        .filter(|d| fingerprint(d).is_some_and(|f| needed.contains(&f)))
+        .map(|d| d.to_vec());
+    for der in ours.chain(kept) {
+        if let Some(f) = fingerprint(&der) {
+            if seen.insert(f) {
+                out.push(der);
+            }
+        }
+    }
+    out
+}
+
+/// Brings the caBundle to the CAs still needed and records what this replica needs, in one
+/// patch that fails if the configuration changed since it was read. Returns the caBundle's CAs
+/// as stored, or `None` when the configuration does not exist (yet).
+async fn sync_bundle(
     client: &Client,
     cfg: &SelfManaged,
-    ca_pem: &str,
-) -> Result<bool, SelfManagedError> {
+    secret_ca: &[u8],
+    mine: &[Vec<u8>],
+    stale_after: i64,
+) -> Result<Option<Vec<CertificateDer<'static>>>, SelfManagedError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let current = api.get(&cfg.webhook_config).await?;
-    let wanted = ca_pem.as_bytes();
-    let mut ops = Vec::new();
+    let Some(current) = api.get_opt(&cfg.webhook_config).await? else {
+        return Ok(None);
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let my_key = needs_key(&cfg.replica);
+    let annotations = current.metadata.annotations.clone().unwrap_or_default();
+    let mut needed: HashSet<String> = HashSet::new();
+    let mut stale = Vec::new();
+    for (key, value) in annotations
+        .iter()
+        .filter(|(k, _)| k.starts_with(NEEDS_PREFIX))
+    {
+        if *key == my_key {
+            continue;
+        }
+        let (time, fps) = value.split_once(' ').unwrap_or((value, ""));
+        if time.parse::<i64>().is_ok_and(|t| now - t <= stale_after) {
+            needed.extend(fps.split(',').filter(|f| !f.is_empty()).map(str::to_owned));
+        } else {
+            stale.push(key.clone());
+        }
+    }
+    let my_fps: Vec<String> = mine.iter().filter_map(|d| fingerprint(d)).collect();
+    let record = format!("{now} {}", my_fps.join(","));
+
+    let pointer = |tokens: &[&str]| PointerBuf::from_tokens(tokens.iter().copied());
+    let mut ops = vec![PatchOperation::Test(TestOperation {
+        path: pointer(&["metadata", "resourceVersion"]),
+        value: Value::String(
+            current
+                .metadata
+                .resource_version
+                .clone()
+                .unwrap_or_default(),
+        ),
+    })];
+    if current.metadata.annotations.is_none() {
+        ops.push(PatchOperation::Add(AddOperation {
+            path: pointer(&["metadata", "annotations"]),
+            value: serde_json::json!({}),
+        }));
+    }
+    ops.push(PatchOperation::Add(AddOperation {
+        path: pointer(&["metadata", "annotations", &my_key]),
+        value: Value::String(record),
+    }));
+    for key in &stale {
+        ops.push(PatchOperation::Remove(RemoveOperation {
+            path: pointer(&["metadata", "annotations", key]),
+        }));
+    }
+    let mut stored = None;
+    let mut bundle_changed = false;
     for (i, webhook) in current.webhooks.iter().flatten().enumerate() {
+        let existing = webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| pem_ders(&b.0))
+            .unwrap_or_default();
+        let wanted = wanted_bundle(secret_ca, mine, &existing, &needed);
+        let pem: String = wanted.iter().map(|d| to_pem(d)).collect();
         if webhook
             .client_config
             .ca_bundle
             .as_ref()
-            .is_some_and(|b| b.0 == wanted)
+            .map(|b| b.0.as_slice())
+            != Some(pem.as_bytes())
         {
-            continue;
+            bundle_changed = true;
+            let index = i.to_string();
+            // `test` first: if the list changed since we read it, the patch fails instead of
+            // writing into the wrong webhook.
+            ops.push(PatchOperation::Test(TestOperation {
+                path: pointer(&["webhooks", &index, "name"]),
+                value: Value::String(webhook.name.clone()),
+            }));
+            ops.push(PatchOperation::Add(AddOperation {
+                path: pointer(&["webhooks", &index, "clientConfig", "caBundle"]),
+                value: Value::String(base64::engine::general_purpose::STANDARD.encode(&pem)),
+            }));
         }
-        // `test` first: if the list changed since we read it, the patch fails instead of
-        // writing into the wrong webhook.
-        ops.push(PatchOperation::Test(TestOperation {
-            path: PointerBuf::from_tokens([
-                "webhooks".to_owned(),
-                i.to_string(),
-                "name".to_owned(),
-            ]),
-            value: Value::String(webhook.name.clone()),
-        }));
-        ops.push(PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens([
-                "webhooks".to_owned(),
-                i.to_string(),
-                "clientConfig".to_owned(),
-                "caBundle".to_owned(),
-            ]),
-            value: Value::String(base64::engine::general_purpose::STANDARD.encode(wanted)),
-        }));
+        stored.get_or_insert_with(|| {
+            wanted
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect::<Vec<_>>()
+        });
     }
-    if ops.is_empty() {
-        return Ok(false);
+    match api
+        .patch(
+            &cfg.webhook_config,
+            &PatchParams::default(),
+            &Patch::<()>::Json(json_patch::Patch(ops)),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // A failed `test`: someone else wrote in between; the next check reads again.
+        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 => {
+            return Err(SelfManagedError::Conflict)
+        }
+        Err(e) => return Err(e.into()),
     }
-    api.patch(
-        &cfg.webhook_config,
-        &PatchParams::default(),
-        &Patch::<()>::Json(json_patch::Patch(ops)),
-    )
-    .await?;
-    tracing::info!(webhook_config = %cfg.webhook_config, "updated the caBundle");
-    Ok(true)
+    if bundle_changed {
+        tracing::info!(webhook_config = %cfg.webhook_config, "updated the caBundle");
+    }
+    Ok(Some(stored.unwrap_or_default()))
 }
 
-/// Start-up: the shared CA, a serving certificate, and the caBundle. The caBundle patch is
-/// retried by [`maintain`] if it fails now (the configuration may be installed after us).
-pub async fn bootstrap(
-    client: &Client,
-    cfg: &SelfManaged,
-) -> Result<(Ca, Arc<CertStore>), SelfManagedError> {
-    let ca = shared_ca(client, cfg).await?;
+/// Whether the served leaf is signed by one of `bundle`'s CAs: what the API server checks.
+fn trusted_by(store: &CertStore, bundle: &[CertificateDer<'_>]) -> bool {
+    let Some(leaf) = store.leaf_der() else {
+        return false;
+    };
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&leaf) else {
+        return false;
+    };
+    bundle.iter().any(|ca| {
+        x509_parser::parse_x509_certificate(ca.as_ref())
+            .is_ok_and(|(_, ca)| leaf.verify_signature(Some(ca.public_key())).is_ok())
+    })
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    pem_ders(pem.as_bytes())
+        .into_iter()
+        .next()
+        .map(|d| d.to_vec())
+        .unwrap_or_default()
+}
+
+/// Start-up: the shared CA and a serving certificate. The caBundle is set by [`maintain`]'s first
+/// check. A CA Secret that is refused (or unreadable) does not stop the process: the replica
+/// reports not ready, says why, and keeps retrying.
+pub async fn bootstrap(client: &Client, cfg: &SelfManaged) -> (Option<Ca>, Arc<CertStore>) {
     let store = Arc::new(CertStore::default());
-    issue_into(&ca, cfg, &store)?;
-    if let Err(e) = ensure_ca_bundle(client, cfg, &ca.cert_pem()).await {
-        tracing::warn!(error = %e, "could not set the caBundle yet; retrying");
+    match shared_ca(client, cfg).await {
+        Ok(ca) => match issue_into(&ca, cfg, &store) {
+            Ok(()) => (Some(ca), store),
+            Err(e) => {
+                store.set_problem(Some(format!("issuing the serving certificate failed: {e}")));
+                (None, store)
+            }
+        },
+        Err(e) => {
+            store.set_problem(Some(crate::error_chain(&e)));
+            (None, store)
+        }
     }
-    Ok((ca, store))
 }
 
 /// Whether a serving certificate valid for `cert_days` and expiring at `not_after` is due for
@@ -199,44 +417,74 @@ pub fn needs_renewal(not_after: Option<i64>, now: i64, cert_days: u32) -> bool {
     not_after.is_none_or(|t| t - now < renew_before)
 }
 
-/// Keeps the serving certificate fresh and the caBundle current (a `helm upgrade` or someone
-/// else may have reset it), checking every `interval`.
+/// Keeps the serving certificate fresh, follows a replaced CA Secret without losing a request,
+/// and keeps the caBundle current (a `helm upgrade` or someone else may have reset it), checking
+/// every `interval`.
 pub async fn maintain(
     client: Client,
     cfg: SelfManaged,
-    mut ca: Ca,
+    mut ca: Option<Ca>,
     store: Arc<CertStore>,
     interval: Duration,
 ) {
+    let stale_after = i64::try_from(interval.as_secs().max(1) * 3).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // Follow the Secret: if it was replaced (or deleted, and re-created by whichever replica
-        // got there first), adopt that CA, so every replica and the caBundle converge on one
-        // instead of overwriting each other's caBundle.
-        let mut reissue = false;
-        match shared_ca(&client, &cfg).await {
-            Ok(latest) if latest.cert_pem() != ca.cert_pem() => {
-                tracing::warn!(secret = %cfg.ca_secret, "the shared CA changed; adopting it");
-                ca = latest;
-                reissue = true;
+        // A replica that cannot read the Secret leaves the caBundle alone: its view may be old.
+        let latest = match shared_ca(&client, &cfg).await {
+            Ok(latest) => latest,
+            Err(e) => {
+                let e = crate::error_chain(&e);
+                if ca.is_none() {
+                    store.set_problem(Some(e.clone()));
+                }
+                tracing::error!(error = %e, "cannot use the shared CA; keeping the current certificate and leaving the caBundle alone");
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not read the shared CA"),
+        };
+        let switching = ca
+            .as_ref()
+            .is_none_or(|c| c.cert_pem() != latest.cert_pem());
+        // The CAs this replica needs trusted: the one it serves and, while switching, the next.
+        let mut mine: Vec<Vec<u8>> = ca.iter().map(|c| der_of(&c.cert_pem())).collect();
+        if switching {
+            mine.push(der_of(&latest.cert_pem()));
+        }
+        let secret_ca = der_of(&latest.cert_pem());
+        let bundle = match sync_bundle(&client, &cfg, &secret_ca, &mine, stale_after).await {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "could not update the caBundle; retrying");
+                continue;
+            }
+        };
+        if switching {
+            // The new CA is in the caBundle now; serve from it once the API server has it.
+            if ca.is_some() {
+                tracing::warn!(secret = %cfg.ca_secret, "the shared CA changed; adopting it");
+                tokio::time::sleep(BUNDLE_PICKUP).await;
+            }
+            ca = Some(latest);
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        if reissue || needs_renewal(store.not_after(), now, cfg.cert_days) {
-            match issue_into(&ca, &cfg, &store) {
-                Ok(()) => {
-                    tracing::info!("issued a new self-managed serving certificate");
+        if let Some(current) = &ca {
+            if switching || needs_renewal(store.not_after(), now, cfg.cert_days) {
+                match issue_into(current, &cfg, &store) {
+                    Ok(()) => tracing::info!("issued a new self-managed serving certificate"),
+                    Err(e) => tracing::error!(error = %e, "issuing the serving certificate failed"),
                 }
-                Err(e) => tracing::error!(error = %e, "issuing the serving certificate failed"),
             }
         }
-        if let Err(e) = ensure_ca_bundle(&client, &cfg, &ca.cert_pem()).await {
-            tracing::warn!(error = %e, "could not update the caBundle");
-        }
+        // Ready only when the API server will trust what this replica serves.
+        store.set_problem(match &bundle {
+            Some(b) if !trusted_by(&store, b) => Some(format!(
+                "the caBundle of {} does not trust the served certificate yet",
+                cfg.webhook_config
+            )),
+            _ => None,
+        });
     }
 }
 
@@ -266,6 +514,7 @@ mod tests {
             webhook_config: "wh".into(),
             extra_ips: vec![],
             cert_days: 90,
+            replica: "r".into(),
         };
         let mut data = BTreeMap::new();
         data.insert(CA_CERT_KEY.to_owned(), ByteString(b"not a cert".to_vec()));
@@ -295,5 +544,44 @@ mod tests {
         let store = CertStore::default();
         issue_into(&back, &cfg, &store).unwrap();
         assert!(store.is_valid());
+    }
+
+    #[test]
+    fn the_bundle_keeps_what_a_replica_needs_and_drops_the_rest() {
+        let ders: Vec<Vec<u8>> = (0..4)
+            .map(|i| der_of(&Ca::generate(&format!("ca{i}"), 1).unwrap().cert_pem()))
+            .collect();
+        let fp = |i: usize| fingerprint(&ders[i]).unwrap();
+        let existing: Vec<CertificateDer<'_>> = ders[1..]
+            .iter()
+            .map(|d| CertificateDer::from(d.as_slice()))
+            .collect();
+        // The Secret's CA (0) first, then this replica's (2), then others' still needed (3);
+        // 1 is needed by nobody and goes.
+        let needed = HashSet::from([fp(3)]);
+        let bundle = wanted_bundle(&ders[0], &[ders[2].clone()], &existing, &needed);
+        assert_eq!(
+            bundle,
+            vec![ders[0].clone(), ders[2].clone(), ders[3].clone()]
+        );
+        // No duplicates when the Secret's CA is also this replica's and already trusted.
+        let bundle = wanted_bundle(&ders[1], &[ders[1].clone()], &existing, &HashSet::new());
+        assert_eq!(bundle, vec![ders[1].clone()]);
+        // PEM round trip of the written bundle.
+        let pem: String = bundle.iter().map(|d| to_pem(d)).collect();
+        assert_eq!(pem_ders(pem.as_bytes())[0].as_ref(), ders[1].as_slice());
+        assert!(needs_key("migration-injector-7d9f-abcde").starts_with(NEEDS_PREFIX));
+    }
+
+    #[test]
+    fn a_ca_secret_that_is_not_a_ca_is_refused() {
+        let ca = Ca::generate("t", 1).unwrap();
+        let leaf = ca.issue_server(&["x".into()], &[], 1).unwrap();
+        let err = check_ca(&leaf.cert_pem, &leaf.key_pem).unwrap_err();
+        assert!(err.contains("not a CA certificate"), "{err}");
+        let other = Ca::generate("u", 1).unwrap();
+        let err = check_ca(&ca.cert_pem(), &other.key_pem()).unwrap_err();
+        assert!(err.contains("is not the key of"), "{err}");
+        assert!(check_ca(&ca.cert_pem(), &ca.key_pem()).is_ok());
     }
 }

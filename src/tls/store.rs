@@ -103,6 +103,9 @@ pub struct CertStore {
     current: ArcSwapOption<CertifiedKey>,
     /// Expiry of `current` as a Unix time (0: unknown).
     not_after: AtomicI64,
+    /// Why the served certificate should not be used now (the CA Secret is refused, or the
+    /// caBundle does not trust it): readiness reports it.
+    problem: ArcSwapOption<String>,
 }
 
 impl CertStore {
@@ -128,6 +131,39 @@ impl CertStore {
     pub fn is_valid(&self) -> bool {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.current.load().is_some() && self.not_after.load(Ordering::Relaxed) > now
+    }
+
+    /// Records (or clears, with `None`) a reason the replica must not receive traffic.
+    pub fn set_problem(&self, problem: Option<String>) {
+        match &problem {
+            Some(p) if self.problem.load().as_deref() != Some(p) => {
+                tracing::error!(problem = %p, "not ready");
+            }
+            None if self.problem.load().is_some() => tracing::info!("ready again"),
+            _ => {}
+        }
+        self.problem.store(problem.map(Arc::new));
+    }
+
+    /// Why the replica is not ready, if it is not: no valid certificate, or a recorded problem.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(p) = self.problem.load().as_deref() {
+            return Err(p.clone());
+        }
+        if !self.is_valid() {
+            return Err("no valid (unexpired) serving certificate loaded".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The served leaf certificate (DER), if one is loaded.
+    pub fn leaf_der(&self) -> Option<Vec<u8>> {
+        self.current
+            .load()
+            .as_ref()?
+            .cert
+            .first()
+            .map(|c| c.to_vec())
     }
 
     /// Unix time at which the served certificate expires, if one is loaded.

@@ -265,12 +265,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if !state.accepting.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    if !state.certs.is_valid() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no valid (unexpired) serving certificate loaded\n",
-        )
-            .into_response();
+    match state.certs.readiness() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(problem) => (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n")).into_response(),
     }
-    (StatusCode::OK, "ok\n").into_response()
 }

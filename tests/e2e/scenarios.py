@@ -435,6 +435,44 @@ def s12_controller_copies_untouched():
     eq(len(stored_pod["spec"]["volumes"]), 1, "Pod volumes")
 
 
+def pem_ders(pem):
+    """The certificates of a PEM text (or of a base64 caBundle), as a set of DER bytes."""
+    if pem and "-----BEGIN" not in pem:
+        pem = base64.b64decode(pem).decode()
+    blocks = [b for b in (pem or "").split("-----END CERTIFICATE-----") if "-----BEGIN CERTIFICATE-----" in b]
+    return {ssl.PEM_cert_to_DER_cert(b.strip() + "\n-----END CERTIFICATE-----\n") for b in blocks}
+
+
+class AdmissionLoad:
+    """Server-side dry-run creates of an annotated Deployment in a loop, counting failures and
+    the ones stored without the injection, while something else happens."""
+
+    def __init__(self, ns):
+        import threading
+        self.ns, self.ok, self.failed, self.errors = ns, 0, 0, []
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        body = json.dumps(guide_deployment("load"))
+        while not self.stop_flag.is_set():
+            p = kubectl("create", "-n", self.ns, "--dry-run=server", "-o", "json", "-f", "-",
+                        input=body, check=False)
+            if p.returncode == 0 and init_named(json.loads(p.stdout)["spec"]["template"]["spec"], "migrate"):
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.errors.append(p.stderr.strip() or "stored without the init container")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join(timeout=30)
+
+
 def verify_served_by(ca_pem, ports):
     """Each port serves a certificate that verifies against ca_pem (and names 127.0.0.1)."""
     for port in ports:
@@ -485,6 +523,7 @@ def s11_self_managed_replicas_race():
              "--service-name", "migration-injector", "--ca-secret-name", ca_secret,
              "--webhook-config-name", mwc["metadata"]["name"], "--cert-ips", "127.0.0.1",
              "--self-managed-check-interval", "1", "--shutdown-delay-seconds", "0",
+             "--pod-name", f"replica-{port}",
              "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
             stdout=log, stderr=log, env=dict(os.environ, KUBECONFIG=restricted))))
     try:
@@ -501,8 +540,8 @@ def s11_self_managed_replicas_race():
         secret = get("secret", ca_secret, ns="migration-injector")
         ca_pem = base64.b64decode(secret["data"]["ca.crt"]).decode()
         stored = get("mutatingwebhookconfiguration", mwc["metadata"]["name"], ns="default")
-        bundles = {w["clientConfig"].get("caBundle") for w in stored["webhooks"]}
-        eq(bundles, {base64.b64encode(ca_pem.encode()).decode()}, "caBundle = the one shared CA")
+        for w in stored["webhooks"]:
+            eq(pem_ders(w["clientConfig"].get("caBundle")), pem_ders(ca_pem), "caBundle = the one shared CA")
         verify_served_by(ca_pem, [port for port, _, _ in procs])
         time.sleep(1)
         apply(guide_deployment("self-managed"), ns="self-managed")
@@ -516,25 +555,72 @@ def s11_self_managed_replicas_race():
             if stored["webhooks"][0]["clientConfig"].get("caBundle"):
                 break
             time.sleep(0.2)
-        eq(stored["webhooks"][0]["clientConfig"].get("caBundle"), base64.b64encode(ca_pem.encode()).decode(),
+        eq(pem_ders(stored["webhooks"][0]["clientConfig"].get("caBundle")), pem_ders(ca_pem),
            "caBundle restored by the replicas")
-        # The CA Secret is deleted: one replica creates a new CA, the other adopts it, and the
-        # caBundle settles on it (no two replicas fighting with different CAs).
-        kubectl("delete", "secret", ca_secret, "-n", "migration-injector")
-        for _ in range(50):
-            time.sleep(0.3)
-            if not exists("secret", ca_secret, ns="migration-injector"):
-                continue
-            new_pem = base64.b64decode(get("secret", ca_secret, ns="migration-injector")["data"]["ca.crt"]).decode()
-            bundle = get("mutatingwebhookconfiguration", name, ns="default")["webhooks"][0]["clientConfig"].get("caBundle")
-            if new_pem != ca_pem and bundle == base64.b64encode(new_pem.encode()).decode():
-                break
-        else:
-            raise AssertionError("the replicas did not converge on a new CA")
-        time.sleep(2.5)  # two check intervals: every replica has re-issued from the new CA
-        eq(get("mutatingwebhookconfiguration", name, ns="default")["webhooks"][0]["clientConfig"].get("caBundle"),
-           base64.b64encode(new_pem.encode()).decode(), "caBundle stays on the new CA")
+        # The CA Secret is deleted while admissions run: one replica creates a new CA, the other
+        # adopts it; the caBundle holds both until both serve the new one, then only the new one.
+        # Not one admission fails.
+        with AdmissionLoad("self-managed") as load:
+            time.sleep(1)
+            kubectl("delete", "secret", ca_secret, "-n", "migration-injector")
+            both_seen = False
+            for _ in range(100):
+                time.sleep(0.3)
+                if not exists("secret", ca_secret, ns="migration-injector"):
+                    continue
+                new_pem = base64.b64decode(get("secret", ca_secret, ns="migration-injector")["data"]["ca.crt"]).decode()
+                bundle = pem_ders(get("mutatingwebhookconfiguration", name, ns="default")["webhooks"][0]["clientConfig"].get("caBundle"))
+                both_seen |= bundle == pem_ders(new_pem) | pem_ders(ca_pem)
+                if new_pem != ca_pem and bundle == pem_ders(new_pem):
+                    break
+            else:
+                raise AssertionError("the replicas did not converge on a new CA")
+            time.sleep(3)  # more admissions after the switch
+        if load.failed or load.ok < 10:
+            raise AssertionError(f"CA replacement under load: {load.ok} admitted, {load.failed} failed: {load.errors[:3]}")
+        print(f"     CA re-created under load: {load.ok} admissions, 0 failed; old and new CA overlapped: {both_seen}")
+        if not both_seen:
+            raise AssertionError("the caBundle never held the old and the new CA together")
+        eq(pem_ders(get("mutatingwebhookconfiguration", name, ns="default")["webhooks"][0]["clientConfig"].get("caBundle")),
+           pem_ders(new_pem), "caBundle stays on the new CA")
         verify_served_by(new_pem, [port for port, _, _ in procs])
+        # A CA Secret that is not a CA (a serving certificate) is refused loudly; the replicas
+        # keep serving what the caBundle trusts, and a new replica is not ready and says why.
+        leaf_dir = os.path.join(WORK, "not-a-ca")
+        subprocess.run([BIN, "certs", "generate", "--out", leaf_dir], check=True, capture_output=True)
+        kubectl("delete", "secret", ca_secret, "-n", "migration-injector")
+        kubectl("create", "secret", "generic", ca_secret, "-n", "migration-injector",
+                f"--from-file=ca.crt={leaf_dir}/tls.crt", f"--from-file=ca.key={leaf_dir}/tls.key")
+        with AdmissionLoad("self-managed") as load:
+            time.sleep(3)
+        if load.failed or load.ok < 5:
+            raise AssertionError(f"bad CA Secret: {load.ok} admitted, {load.failed} failed: {load.errors[:3]}")
+        logs = open(os.path.join(WORK, f"self-managed-{procs[0][0]}.log")).read()
+        if "is not a CA certificate" not in logs:
+            raise AssertionError("the refused CA Secret was not reported in the log")
+        late_port, late_admin = free_ports(2)
+        late_log = open(os.path.join(WORK, "self-managed-late.log"), "w")
+        late = subprocess.Popen(
+            [BIN, "serve", "--self-managed", "--namespace", "migration-injector",
+             "--service-name", "migration-injector", "--ca-secret-name", ca_secret,
+             "--webhook-config-name", name, "--cert-ips", "127.0.0.1",
+             "--self-managed-check-interval", "1", "--shutdown-delay-seconds", "0", "--pod-name", "late",
+             "--listen", f"127.0.0.1:{late_port}", "--admin-listen", f"127.0.0.1:{late_admin}"],
+            stdout=late_log, stderr=late_log, env=dict(os.environ, KUBECONFIG=restricted))
+        procs.append((late_port, late_admin, late))
+        reason = ""
+        for _ in range(50):
+            time.sleep(0.2)
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{late_admin}/readyz", timeout=1)
+                raise AssertionError("a replica became ready with a CA Secret that is not a CA")
+            except urllib.error.HTTPError as e:
+                reason = e.read().decode()
+                break
+            except OSError:
+                continue
+        if "is not a CA certificate" not in reason:
+            raise AssertionError(f"readiness does not say why: {reason!r}")
     finally:
         for _, _, proc in procs:
             proc.send_signal(signal.SIGTERM)
