@@ -190,7 +190,7 @@ section "TLS mode selfManaged (the binary manages its CA, certificate and caBund
 SM_ROLE="[{'apiGroups': [''], 'resources': ['secrets'], 'resourceNames': ['$FULL-self-managed-ca'], 'verbs': ['get']}, {'apiGroups': [''], 'resources': ['secrets'], 'verbs': ['create']}]"
 SM_CLUSTERROLE="[{'apiGroups': ['admissionregistration.k8s.io'], 'resources': ['mutatingwebhookconfigurations'], 'resourceNames': ['$FULL'], 'verbs': ['get', 'patch']}]"
 SM_SUBJECTS="[{'kind': 'ServiceAccount', 'name': '$FULL', 'namespace': '$NS'}]"
-SM_ENV="['MIGRATION_INJECTOR_LISTEN','MIGRATION_INJECTOR_ADMIN_LISTEN','MIGRATION_INJECTOR_SELF_MANAGED','MIGRATION_INJECTOR_NAMESPACE','MIGRATION_INJECTOR_SERVICE_NAME','MIGRATION_INJECTOR_CA_SECRET_NAME','MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME']"
+SM_ENV="['MIGRATION_INJECTOR_LISTEN','MIGRATION_INJECTOR_ADMIN_LISTEN','MIGRATION_INJECTOR_SELF_MANAGED','MIGRATION_INJECTOR_NAMESPACE','MIGRATION_INJECTOR_POD_NAME','MIGRATION_INJECTOR_SERVICE_NAME','MIGRATION_INJECTOR_CA_SECRET_NAME','MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME']"
 case_ selfmanaged --set tls.mode=selfManaged -- \
   "kinds == sorted(['ClusterRole','ClusterRoleBinding','Deployment','MutatingWebhookConfiguration','PodDisruptionBudget','ResourceQuota','Role','RoleBinding','Service','ServiceAccount'])" \
   "not has('Secret') and not has('Certificate') and not has('Issuer')" \

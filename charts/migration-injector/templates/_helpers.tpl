@@ -192,6 +192,8 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
 {{- $sm := .Values.tls.selfManaged }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_SELF_MANAGED" "value" "true") }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_NAMESPACE" "valueFrom" (dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.namespace"))) }}
+{{- /* Unique per replica even with hostNetwork (where $HOSTNAME is the node's name). */}}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_POD_NAME" "valueFrom" (dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.name"))) }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_SERVICE_NAME" "value" (include "migration-injector.serviceName" .)) }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_CA_SECRET_NAME" "value" (include "migration-injector.caSecretName" .)) }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME" "value" (include "migration-injector.webhookConfigName" .)) }}
