@@ -485,8 +485,14 @@ assert_failing_migration() {
     fi
   else
     info "  terminationMessagePolicy of migrate: ${policy:-File (default)}: the tool's log text is not copied into the status (checked once the webhook sets FallbackToLogsOnError)"
-    local logs
-    logs="$("${KUBECTL[@]}" -n "$APP_NAMESPACE" logs "pod/$pod" -c migrate --previous 2>&1 || true)"
+    # The current or the previous attempt (a restart may be under way: retry a little).
+    local logs="" i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+      logs="$("${KUBECTL[@]}" -n "$APP_NAMESPACE" logs "pod/$pod" -c migrate 2>&1 || true)
+$("${KUBECTL[@]}" -n "$APP_NAMESPACE" logs "pod/$pod" -c migrate --previous 2>&1 || true)"
+      [[ "$logs" == *"$BROKEN_MIGRATION_ERROR"* ]] && break
+      sleep "$i"
+    done
     if [[ "$logs" == *"$BROKEN_MIGRATION_ERROR"* ]]; then ok "migrate's log names the error: $(grep -m1 "$BROKEN_MIGRATION_ERROR" <<<"$logs")"
     else failed "migrate's log lacks '$BROKEN_MIGRATION_ERROR': $logs"; fi
   fi

@@ -62,7 +62,7 @@ start() {
   # The wrapper moves itself into the runtime cgroups, then execs: the pid is the component's.
   # (Not the memory hierarchy: the processes stay in the memory cgroup they were started in.)
   # shellcheck disable=SC2016 # expanded by the inner bash
-  nohup "${NSX[@]}" bash -c 'for c in /sys/fs/cgroup/*/; do [ "$c" = /sys/fs/cgroup/memory/ ] && continue; [ -d "$c'"$CGROUP"'/runtime" ] && echo $$ > "$c'"$CGROUP"'/runtime/cgroup.procs" 2>/dev/null; done; exec "$@"' \
+  nohup "${NSX[@]}" bash -c 'for c in /sys/fs/cgroup/*/; do [ "$c" = /sys/fs/cgroup/memory/ ] && continue; [ -d "${c}'"$CGROUP"'/runtime" ] && echo $$ > "${c}'"$CGROUP"'/runtime/cgroup.procs" 2>/dev/null; done; exec "$@"' \
     "$name" "$@" >>"$DIR/logs/$name.log" 2>&1 &
   echo "$name $!" >>"$DIR/pids"
 }
