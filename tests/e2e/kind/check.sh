@@ -347,7 +347,7 @@ full_apiserver() {
   fi
   python3 testdata/fixtures.py migrations-demo-good "${mutated[@]}" | "${k[@]}" -n "$ns" apply -f - >/dev/null
   "${k[@]}" -n "$ns" patch pod migrations-demo-good --subresource=status --type=merge -p \
-    '{"status":{"initContainerStatuses":[{"name":"migrate","image":"migrations:e2e","imageID":"","ready":true,"restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed"}}}]}}' >/dev/null
+    '{"status":{"initContainerStatuses":[{"name":"migrate","image":"migrations:e2e","imageID":"","ready":true,"restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed","finishedAt":"2024-01-01T00:00:00Z"}}}],"containerStatuses":[{"name":"app","image":"postgres:16-alpine","imageID":"","ready":true,"restartCount":0,"state":{"running":{"startedAt":"2024-01-01T00:00:01Z"}}}]}}' >/dev/null
   local lib=(env RUN_SH_SOURCE_ONLY=1 APP_NAMESPACE="$ns" KC="$kc")
   # shellcheck disable=SC2016 # the $-expressions here and below are for the inner bash
   local prelude='source ./run.sh; KUBECTL=(kubectl --kubeconfig "$KC"); POD="$(newest_pod)"; '
