@@ -173,6 +173,11 @@ pub fn issue_into(ca: &Ca, cfg: &SelfManaged, store: &CertStore) -> Result<(), S
 
 /// Annotation prefix, on the webhook configuration, of each replica's needed CAs.
 const NEEDS_PREFIX: &str = "serving.migrations.io/";
+/// Annotation recording CAs found in the caBundle that no replica claims (those of the pods of
+/// another TLS mode, during a switch to selfManaged), with when they were first seen.
+const PREVIOUS_KEY: &str = "previous.serving.migrations.io/cas";
+/// How long unclaimed CAs stay trusted: longer than any rollout of the old pods.
+const PREVIOUS_TTL_SECONDS: i64 = 600;
 /// Time for the API server to load a changed caBundle before a certificate from a new CA is
 /// served (its webhook configuration informer takes well under a second).
 const BUNDLE_PICKUP: Duration = Duration::from_secs(2);
@@ -266,21 +271,59 @@ async fn sync_bundle(
     let annotations = current.metadata.annotations.clone().unwrap_or_default();
     let mut needed: HashSet<String> = HashSet::new();
     let mut stale = Vec::new();
+    let mut any_fresh = false;
     for (key, value) in annotations
         .iter()
         .filter(|(k, _)| k.starts_with(NEEDS_PREFIX))
     {
+        let (time, fps) = value.split_once(' ').unwrap_or((value, ""));
+        let fps: Vec<String> = fps
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let fresh = time.parse::<i64>().is_ok_and(|t| now - t <= stale_after);
+        any_fresh |= fresh;
         if *key == my_key {
             continue;
         }
-        let (time, fps) = value.split_once(' ').unwrap_or((value, ""));
-        if time.parse::<i64>().is_ok_and(|t| now - t <= stale_after) {
-            needed.extend(fps.split(',').filter(|f| !f.is_empty()).map(str::to_owned));
+        if fresh {
+            needed.extend(fps);
         } else {
             stale.push(key.clone());
         }
     }
     let my_fps: Vec<String> = mine.iter().filter_map(|d| fingerprint(d)).collect();
+    let mut claimed: HashSet<String> = my_fps.iter().cloned().collect();
+    claimed.extend(fingerprint(secret_ca));
+    // With no self-managed replica live yet (a switch from another TLS mode), the CAs trusted
+    // now belong to the old pods, still serving during the rollout: kept for a while from when
+    // they were first seen. Later, a CA no replica needs is a retired one and goes.
+    let recorded_previous = annotations.get(PREVIOUS_KEY).cloned().unwrap_or_default();
+    let mut previous: BTreeMap<String, i64> = recorded_previous
+        .split(',')
+        .filter_map(|e| e.split_once('='))
+        .filter_map(|(f, t)| Some((f.to_owned(), t.parse().ok()?)))
+        .collect();
+    for webhook in current.webhooks.iter().flatten() {
+        let existing = webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| pem_ders(&b.0));
+        for f in existing.iter().flatten().filter_map(|d| fingerprint(d)) {
+            if !any_fresh && !claimed.contains(&f) {
+                previous.entry(f).or_insert(now);
+            }
+        }
+    }
+    previous.retain(|_, t| now - *t <= PREVIOUS_TTL_SECONDS);
+    needed.extend(previous.keys().cloned());
+    let previous_value = previous
+        .iter()
+        .map(|(f, t)| format!("{f}={t}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let record = format!("{now} {}", my_fps.join(","));
 
     let pointer = |tokens: &[&str]| PointerBuf::from_tokens(tokens.iter().copied());
@@ -308,6 +351,18 @@ async fn sync_bundle(
         ops.push(PatchOperation::Remove(RemoveOperation {
             path: pointer(&["metadata", "annotations", key]),
         }));
+    }
+    if previous_value != recorded_previous {
+        ops.push(if previous_value.is_empty() {
+            PatchOperation::Remove(RemoveOperation {
+                path: pointer(&["metadata", "annotations", PREVIOUS_KEY]),
+            })
+        } else {
+            PatchOperation::Add(AddOperation {
+                path: pointer(&["metadata", "annotations", PREVIOUS_KEY]),
+                value: Value::String(previous_value),
+            })
+        });
     }
     let mut stored = None;
     let mut bundle_changed = false;

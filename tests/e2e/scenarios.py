@@ -701,6 +701,73 @@ def s14_check_diagnoses():
     eq(check("-n", "check-ok")[0], 0, "passes again with the right caBundle")
 
 
+def s15_tls_mode_switch_keeps_the_old_ca():
+    """Switching TLS modes with `helm upgrade` never leaves the old pods' CA out of the caBundle:
+    helm -> selfManaged keeps the live caBundle (it used to be removed by helm's three-way merge),
+    the self-managed replica adds its CA beside the old one; selfManaged -> helm puts the new CA
+    first and keeps the live ones for that upgrade; the next upgrade drops them."""
+    helm = subprocess.run([os.path.join(REPO, "tests", "tools", "install-helm.sh")],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    ns = release = "mi-switch"
+    chart = os.path.join(REPO, "charts", "migration-injector")
+
+    def upgrade(mode):
+        # optIn with no namespace opted in: the release's webhook covers nothing in this e2e.
+        subprocess.run([helm, "upgrade", "--install", release, chart, "-n", ns, "--create-namespace",
+                        "--set", f"tls.mode={mode}", "--set", "webhook.namespaceSelectorMode=optIn",
+                        "--set", "webhook.failurePolicy=Ignore", "--wait=false"],
+                       check=True, capture_output=True, text=True)
+
+    def mwc():
+        items = json.loads(kubectl("get", "mutatingwebhookconfiguration", "-l",
+                                   f"app.kubernetes.io/instance={release}", "-o", "json").stdout)["items"]
+        eq(len(items), 1, "one webhook configuration in the release")
+        return items[0]
+
+    def bundle():
+        return pem_ders(mwc()["webhooks"][0]["clientConfig"].get("caBundle"))
+
+    upgrade("helm")
+    helm_ca = bundle()
+    eq(len(helm_ca), 1, "helm mode: its CA")
+    upgrade("selfManaged")
+    eq(bundle(), helm_ca, "helm -> selfManaged keeps the live caBundle")
+    env = {e["name"]: e.get("value") for e in
+           get("deployment", mwc()["webhooks"][0]["clientConfig"]["service"]["name"], ns=ns)
+           ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    port, admin = free_ports(2)
+    log = open(os.path.join(WORK, "mode-switch.log"), "w")
+    replica = subprocess.Popen(
+        [BIN, "serve", "--self-managed", "--namespace", ns, "--service-name", env["MIGRATION_INJECTOR_SERVICE_NAME"],
+         "--ca-secret-name", env["MIGRATION_INJECTOR_CA_SECRET_NAME"],
+         "--webhook-config-name", env["MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME"],
+         "--self-managed-check-interval", "1", "--shutdown-delay-seconds", "0", "--pod-name", "switch-0",
+         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], stdout=log, stderr=log)
+    try:
+        for _ in range(50):
+            time.sleep(0.3)
+            if len(bundle()) == 2:
+                break
+        else:
+            raise AssertionError(f"the self-managed replica did not add its CA beside the old one: {len(bundle())}")
+        if not helm_ca <= bundle():
+            raise AssertionError("the old pods' CA left the caBundle while they may still serve")
+        time.sleep(3)  # several checks: the old CA stays for the rollout, not one check
+        eq(len(bundle()), 2, "old and new CA while the old pods may still serve")
+        self_ca = bundle() - helm_ca
+    finally:
+        replica.send_signal(signal.SIGTERM)
+        replica.wait(timeout=15)
+    upgrade("helm")
+    after = bundle()
+    if not (self_ca <= after and len(after - self_ca - helm_ca) == 1):
+        raise AssertionError("selfManaged -> helm: the new CA and the live ones are expected together")
+    new_helm = after - self_ca - helm_ca
+    upgrade("helm")
+    eq(bundle(), new_helm, "the next upgrade keeps only the current CA")
+    subprocess.run([helm, "uninstall", release, "-n", ns], check=True, capture_output=True)
+
+
 def main():
     webhook = Webhook()
     webhook.start()
@@ -722,6 +789,7 @@ def main():
         ("13 the chart's own Deployment installs and upgrades while the webhook is down",
          lambda: s13_own_upgrade_while_down(webhook)),
         ("14 migration-injector check diagnoses each broken piece", s14_check_diagnoses),
+        ("15 TLS mode switches keep the old pods' CA trusted", s15_tls_mode_switch_keeps_the_old_ca),
     ]
     only = os.environ.get("E2E_ONLY")
     if only and not any(title.startswith(only + " ") for title, _ in scenarios):
