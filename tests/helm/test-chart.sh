@@ -405,6 +405,15 @@ check default \
   "pod['affinity']['podAntiAffinity']['preferredDuringSchedulingIgnoredDuringExecution'][0]['podAffinityTerm']['labelSelector'] == {'matchLabels': dep['spec']['selector']['matchLabels']}" \
   "'requiredDuringSchedulingIgnoredDuringExecution' not in pod['affinity']['podAntiAffinity']" \
   "all(c['whenUnsatisfiable'] == 'ScheduleAnyway' for c in pod['topologySpreadConstraints'])"
+# Host networking (cert-manager's webhook has the same): the node's network namespace, DNS that
+# still resolves Services, and the ports the API server will call on the node.
+check default "'hostNetwork' not in pod and 'dnsPolicy' not in pod"
+case_ host-network --set deployment.hostNetwork=true --set containerPorts.webhook=9443 --set containerPorts.admin=9080 \
+  --set deployment.podAntiAffinity=hard -- \
+  "pod['hostNetwork'] is True and pod['dnsPolicy'] == 'ClusterFirstWithHostNet'" \
+  "{p['name']: p['containerPort'] for p in ctr['ports']} == {'webhook': 9443, 'admin': 9080}" \
+  "'requiredDuringSchedulingIgnoredDuringExecution' in pod['affinity']['podAntiAffinity']"
+reject host-network-string 'hostNetwork' --set-string deployment.hostNetwork=yes
 case_ priority-none --set deployment.priorityClassName= -- \
   "'priorityClassName' not in pod and not has('ResourceQuota')"
 case_ priority-own --set deployment.priorityClassName=platform-high -- \
