@@ -2,10 +2,10 @@
 //! ([`routes`]), connection handling ([`conn`]), signals ([`shutdown`]) and [`metrics`].
 //! [`Server`] wires them: the binary, the tests and the benchmarks all run this one type.
 
-pub mod conn;
-pub mod metrics;
+mod conn;
+mod metrics;
 pub mod review;
-pub mod routes;
+mod routes;
 pub mod shutdown;
 
 use std::future::Future;
