@@ -6,7 +6,7 @@
 //! - [`values`] and [`validate`]: the rule for each value;
 //! - [`workload`]: the kinds handled and the partial decoding of an object;
 //! - [`resolve`]: what to inject for one workload;
-//! - [`plan`]: the edits that bring a pod template to that state;
+//! - [`plan`](mod@plan): the edits that bring a pod template to that state;
 //! - [`patch`]: the edits as an RFC 6902 JSON patch;
 //! - [`denial`]: why a request is refused;
 //! - [`manifests`]: the same mutation applied to YAML/JSON manifests.

@@ -1,5 +1,5 @@
 //! The admission webhook server: AdmissionReview in and out ([`review`]), the routes
-//! ([`routes`]), connection handling ([`conn`]), signals ([`shutdown`]) and [`metrics`].
+//! (`routes`), connection handling (`conn`), signals ([`shutdown`]) and `metrics`.
 //! [`Server`] wires them: the binary, the tests and the benchmarks all run this one type.
 
 mod conn;
