@@ -506,7 +506,8 @@ async fn at_the_cap_idle_connections_make_room_for_a_new_review() {
     for _ in 0..4 {
         idlers.push(pinging_h2_connection(&connector, server.addr).await);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Idle long enough to be asked to make room (a connection idle for less is left alone).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     // Every slot is held by an idle connection; the API server's next review still gets in.
     let started = Instant::now();
     let response = server

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -93,6 +94,8 @@ struct Activity {
     last_active: AtomicU64,
     epoch: Instant,
     close: Notify,
+    /// Set once the connection was asked to close, so it is not picked to make room twice.
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -102,31 +105,33 @@ impl Activity {
             last_active: AtomicU64::new(0),
             epoch: Instant::now(),
             close: Notify::new(),
+            closing: AtomicBool::new(false),
         }
     }
 
     fn touch(&self) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active.store(now, Ordering::Relaxed);
+        self.last_active.store(now, Ordering::Release);
     }
 
     /// How long the connection has had no request in flight; `None` while one is.
     fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
+        let last = Duration::from_millis(self.last_active.load(Ordering::Acquire));
         Some(self.epoch.elapsed().saturating_sub(last))
     }
 }
 
-/// Decrements the in-flight count when a request's handler finishes (or is dropped).
+/// Decrements the in-flight count when a request's response has been sent (its body dropped by
+/// hyper), or the request was abandoned.
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -148,15 +153,28 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self.activity.clone());
         let response = self.inner.call(request);
         Box::pin(async move {
-            let _guard = guard;
-            response.await
+            // The guard rides in the response body, so the request counts as in flight until
+            // hyper has written the whole response, not only until the handler returned.
+            let response = response.await?;
+            Ok(response.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    let _in_flight = &guard;
+                    frame
+                }))
+            }))
         })
     }
 }
+
+/// A connection idle for less than this is never asked to make room: its client may be about
+/// to send on it.
+const MIN_IDLE_TO_SHED: Duration = Duration::from_secs(1);
+/// How long a new connection at the cap waits for the slot a shed connection frees.
+const SHED_WAIT: Duration = Duration::from_secs(3);
 
 /// The live connections, so that at the cap the longest-idle one can be asked to close.
 #[derive(Default)]
@@ -187,10 +205,13 @@ impl Registry {
         };
         let idlest = live
             .values()
+            .filter(|a| !a.closing.load(Ordering::Acquire))
             .filter_map(|a| a.idle_for().map(|d| (d, a)))
+            .filter(|(d, _)| *d >= MIN_IDLE_TO_SHED)
             .max_by_key(|(d, _)| *d);
         match idlest {
             Some((_, activity)) => {
+                activity.closing.store(true, Ordering::Release);
                 activity.close.notify_one();
                 true
             }
@@ -359,7 +380,7 @@ where
             match activity.idle_for() {
                 Some(d) if d >= idle_timeout => break,
                 Some(d) => tokio::time::sleep(idle_timeout - d).await,
-                None => tokio::time::sleep(idle_timeout).await,
+                None => tokio::time::sleep(CLOSE_CHECK).await,
             }
         }
     };
@@ -369,20 +390,25 @@ where
     };
     tokio::pin!(stopping);
     tokio::select! {
+        biased;
         result = conn.as_mut() => return result,
         () = &mut idle => {}
         () = activity.close.notified() => {}
         () = &mut stopping => {}
     }
     // GOAWAY (HTTP/2) or close after the current response (HTTP/1). A client that never
-    // acknowledges the GOAWAY's PING would keep the connection forever, so once no request is
-    // in flight the connection is dropped.
+    // acknowledges the GOAWAY's PING would keep the connection forever, so once the client has
+    // had time to see the GOAWAY and no request is in flight, the connection is dropped.
     conn.as_mut().graceful_shutdown();
+    let closing_since = Instant::now();
     loop {
         tokio::select! {
+            biased;
             result = conn.as_mut() => return result,
             () = tokio::time::sleep(CLOSE_CHECK) => {
-                if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                if closing_since.elapsed() >= GOAWAY_GRACE
+                    && activity.in_flight.load(Ordering::Acquire) == 0
+                {
                     return Ok(());
                 }
             }
@@ -390,8 +416,16 @@ where
     }
 }
 
+/// Time a client gets to see a GOAWAY before an idle connection is dropped.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 /// How often a closing connection checks whether its last request has finished.
 const CLOSE_CHECK: Duration = Duration::from_millis(250);
+
+/// A new connection's place under the cap: held, or being freed by a shed idle connection.
+enum Slot {
+    Held(tokio::sync::OwnedSemaphorePermit),
+    Freeing(Arc<Semaphore>),
+}
 
 /// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes; then
 /// stops accepting, asks every connection to finish, and waits up to `grace` for them.
@@ -425,19 +459,13 @@ pub async fn serve(
         };
         // At the cap, ask the longest-idle connection to close and wait briefly for its slot;
         // with none idle, refuse at once rather than queue: the client retries or fails over.
-        let permit = match connections.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) if registry.shed_idle() => {
-                tokio::time::timeout(Duration::from_secs(1), connections.clone().acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
+        let slot = match connections.clone().try_acquire_owned() {
+            Ok(p) => Slot::Held(p),
+            Err(_) if registry.shed_idle() => Slot::Freeing(connections.clone()),
+            Err(_) => {
+                tracing::warn!(peer = %peer, max = limits.max_connections, "connection limit reached; refusing");
+                continue;
             }
-            Err(_) => None,
-        };
-        let Some(permit) = permit else {
-            tracing::warn!(peer = %peer, max = limits.max_connections, "connection limit reached; refusing");
-            continue;
         };
         let _ = stream.set_nodelay(true);
         let protocols = protocols.clone();
@@ -449,7 +477,19 @@ pub async fn serve(
         let (handshake_timeout, first_byte) =
             (limits.handshake_timeout, limits.header_read_timeout);
         tokio::spawn(async move {
-            let _permit = permit;
+            // Waiting for a shed connection's slot happens here, not in the accept loop.
+            let _permit = match slot {
+                Slot::Held(p) => p,
+                Slot::Freeing(connections) => {
+                    match tokio::time::timeout(SHED_WAIT, connections.acquire_owned()).await {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            tracing::warn!(%peer, "connection limit reached; refusing");
+                            return;
+                        }
+                    }
+                }
+            };
             let _done = done;
             let activity = Arc::new(Activity::new());
             let (io_result, id) =
