@@ -52,7 +52,7 @@ REGISTRY=$NODE_IP:$REG_PORT
 
 # --- pids ------------------------------------------------------------------------------------
 # DIR/pids: "NAME PID" per started process.
-pid_of() { awk -v n="$1" '$1 == n {print $2}' "$DIR/pids" 2>/dev/null | tail -n 1; }
+pid_of() { { awk -v n="$1" '$1 == n {print $2}' "$DIR/pids" 2>/dev/null || true; } | tail -n 1; }
 alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 # start NAME CMD...: runs CMD in the node's network namespace (network only: one mount namespace
 # for kubelet and containerd), in the node's runtime cgroup, logging to DIR/logs/NAME.log.
@@ -102,7 +102,7 @@ ensure_tools() {
   local need=() c
   for c in containerd:containerd runc:runc buildah:buildah docker-registry:docker-registry \
     debootstrap:debootstrap etcd:etcd-server iptables:iptables conntrack:conntrack \
-    kubectl:kubernetes-client openssl:openssl nsenter:util-linux; do
+    kubectl:kubernetes-client openssl:openssl nsenter:util-linux curl:curl ip:iproute2; do
     command -v "${c%%:*}" >/dev/null || need+=("${c#*:}")
   done
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
@@ -125,8 +125,9 @@ ensure_base_images() {
       log "debootstrap a Debian bookworm base (once, about 1-2 minutes)"
       local root mirror
       root=$(mktemp -d)
-      mirror=$(grep -rhoE '^(URIs:|deb) *https?://[^ ]*debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-        | grep -oE 'https?://[^ ]*' | sed -n 1p)
+      # The Debian mirror apt already uses (none found: deb.debian.org).
+      mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | grep -oE '^(URIs:|deb) *https?://[^ ]*debian/?( |$)' | grep -oE 'https?://[^ ]*' | sed -n 1p || true)
       debootstrap --variant=minbase bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >"$NODE_CACHE/debootstrap.log" 2>&1 \
         || { tail -n 20 "$NODE_CACHE/debootstrap.log" >&2; rm -rf "$root"; die "debootstrap"; }
       rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
@@ -457,7 +458,7 @@ stop_pid() { # stop_pid NAME PID SECONDS: TERM, wait, then KILL
 cgroup_pids() {
   local c
   for c in /sys/fs/cgroup/*/"$CGROUP"; do
-    [ -d "$c" ] && find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null
+    if [ -d "$c" ]; then find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null || true; fi
   done | sort -un
 }
 
@@ -500,8 +501,8 @@ cmd_down() {
   # Cgroups, deepest first.
   local c
   for c in /sys/fs/cgroup/*/"$CGROUP"; do
-    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-    [ -d "$c" ] && log "cgroup $c could not be removed"
+    if [ -d "$c" ]; then find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
+    if [ -d "$c" ]; then log "cgroup $c could not be removed"; fi
   done
   # Sysctls kubelet changed, and the host paths it created.
   if [ -f "$DIR/host-state" ]; then
