@@ -198,11 +198,14 @@ impl ServeArgs {
                     webhook_config: self.webhook_config_name.clone(),
                     extra_ips: self.cert_ips.clone(),
                     cert_days: self.self_managed_cert_days,
+                    // A shared name would let replicas overwrite each other's record of the CAs
+                    // they need, so there is no made-up default.
                     replica: self
                         .pod_name
                         .clone()
                         .or_else(|| std::env::var("HOSTNAME").ok())
-                        .unwrap_or_else(|| format!("replica-{}", std::process::id())),
+                        .filter(|n| !n.is_empty())
+                        .context("--self-managed needs --pod-name (or $HOSTNAME): a name unique among the replicas")?,
                 },
                 check_interval: Duration::from_secs(self.self_managed_check_interval),
             });

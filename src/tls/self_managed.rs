@@ -258,10 +258,10 @@ pub fn wanted_bundle(
 async fn sync_bundle(
     client: &Client,
     cfg: &SelfManaged,
-    secret_ca: &[u8],
+    secret_ca: Option<&[u8]>,
     mine: &[Vec<u8>],
     stale_after: i64,
-) -> Result<Option<Vec<CertificateDer<'static>>>, SelfManagedError> {
+) -> Result<Option<Synced>, SelfManagedError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let Some(current) = api.get_opt(&cfg.webhook_config).await? else {
         return Ok(None);
@@ -295,7 +295,7 @@ async fn sync_bundle(
     }
     let my_fps: Vec<String> = mine.iter().filter_map(|d| fingerprint(d)).collect();
     let mut claimed: HashSet<String> = my_fps.iter().cloned().collect();
-    claimed.extend(fingerprint(secret_ca));
+    claimed.extend(secret_ca.and_then(fingerprint));
     // With no self-managed replica live yet (a switch from another TLS mode), the CAs trusted
     // now belong to the old pods, still serving during the rollout: kept for a while from when
     // they were first seen. Later, a CA no replica needs is a retired one and goes.
@@ -312,7 +312,7 @@ async fn sync_bundle(
             .as_ref()
             .map(|b| pem_ders(&b.0));
         for f in existing.iter().flatten().filter_map(|d| fingerprint(d)) {
-            if !any_fresh && !claimed.contains(&f) {
+            if secret_ca.is_some() && !any_fresh && !claimed.contains(&f) {
                 previous.entry(f).or_insert(now);
             }
         }
@@ -352,7 +352,7 @@ async fn sync_bundle(
             path: pointer(&["metadata", "annotations", key]),
         }));
     }
-    if previous_value != recorded_previous {
+    if secret_ca.is_some() && previous_value != recorded_previous {
         ops.push(if previous_value.is_empty() {
             PatchOperation::Remove(RemoveOperation {
                 path: pointer(&["metadata", "annotations", PREVIOUS_KEY]),
@@ -366,6 +366,7 @@ async fn sync_bundle(
     }
     let mut stored = None;
     let mut bundle_changed = false;
+    let mut added_mine = false;
     for (i, webhook) in current.webhooks.iter().flatten().enumerate() {
         let existing = webhook
             .client_config
@@ -373,6 +374,13 @@ async fn sync_bundle(
             .as_ref()
             .map(|b| pem_ders(&b.0))
             .unwrap_or_default();
+        // Without the Secret's CA (unreadable), only this replica's record is refreshed.
+        let Some(secret_ca) = secret_ca else {
+            stored.get_or_insert(existing);
+            continue;
+        };
+        let trusted: HashSet<String> = existing.iter().filter_map(|d| fingerprint(d)).collect();
+        added_mine |= my_fps.iter().any(|f| !trusted.contains(f));
         let wanted = wanted_bundle(secret_ca, mine, &existing, &needed);
         let pem: String = wanted.iter().map(|d| to_pem(d)).collect();
         if webhook
@@ -420,7 +428,40 @@ async fn sync_bundle(
     if bundle_changed {
         tracing::info!(webhook_config = %cfg.webhook_config, "updated the caBundle");
     }
-    Ok(Some(stored.unwrap_or_default()))
+    Ok(Some(Synced {
+        bundle: stored.unwrap_or_default(),
+        added_mine,
+    }))
+}
+
+/// The caBundle after a sync, and whether the sync had to add a CA this replica needs (the API
+/// server then needs a moment before it trusts a certificate from it).
+struct Synced {
+    bundle: Vec<CertificateDer<'static>>,
+    added_mine: bool,
+}
+
+/// Syncs, retrying at once (with a little jitter) when another replica wrote in between, so
+/// replicas started together do not each lose a whole interval.
+async fn sync_with_retries(
+    client: &Client,
+    cfg: &SelfManaged,
+    secret_ca: Option<&[u8]>,
+    mine: &[Vec<u8>],
+    stale_after: i64,
+) -> Result<Option<Synced>, SelfManagedError> {
+    let mut attempt = 0u64;
+    loop {
+        match sync_bundle(client, cfg, secret_ca, mine, stale_after).await {
+            Err(SelfManagedError::Conflict) if attempt < 4 => {
+                attempt += 1;
+                let jitter = u64::from(std::process::id() % 97)
+                    + u64::from(time::OffsetDateTime::now_utc().nanosecond() % 101);
+                tokio::time::sleep(Duration::from_millis(50 * attempt + jitter)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Whether the served leaf is signed by one of `bundle`'s CAs: what the API server checks.
@@ -450,6 +491,11 @@ fn der_of(pem: &str) -> Vec<u8> {
 /// reports not ready, says why, and keeps retrying.
 pub async fn bootstrap(client: &Client, cfg: &SelfManaged) -> (Option<Ca>, Arc<CertStore>) {
     let store = Arc::new(CertStore::default());
+    // Not ready until a check has seen the caBundle trust what this replica serves.
+    store.set_problem(Some(format!(
+        "the caBundle of {} is not yet confirmed to trust the served certificate",
+        cfg.webhook_config
+    )));
     match shared_ca(client, cfg).await {
         Ok(ca) => match issue_into(&ca, cfg, &store) {
             Ok(()) => (Some(ca), store),
@@ -487,39 +533,53 @@ pub async fn maintain(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // A replica that cannot read the Secret leaves the caBundle alone: its view may be old.
+        // A replica that cannot read the Secret leaves the caBundle alone (its view may be old)
+        // and only renews its record, so the CA it serves stays trusted.
+        let mut secret_problem = None;
         let latest = match shared_ca(&client, &cfg).await {
-            Ok(latest) => latest,
+            Ok(latest) => Some(latest),
             Err(e) => {
                 let e = crate::error_chain(&e);
-                if ca.is_none() {
-                    store.set_problem(Some(e.clone()));
-                }
                 tracing::error!(error = %e, "cannot use the shared CA; keeping the current certificate and leaving the caBundle alone");
-                continue;
+                secret_problem = Some(e);
+                None
             }
         };
-        let switching = ca
-            .as_ref()
-            .is_none_or(|c| c.cert_pem() != latest.cert_pem());
+        let switching = match (&latest, &ca) {
+            (Some(l), Some(c)) => c.cert_pem() != l.cert_pem(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
         // The CAs this replica needs trusted: the one it serves and, while switching, the next.
         let mut mine: Vec<Vec<u8>> = ca.iter().map(|c| der_of(&c.cert_pem())).collect();
-        if switching {
-            mine.push(der_of(&latest.cert_pem()));
+        if let Some(l) = latest.as_ref().filter(|_| switching) {
+            mine.push(der_of(&l.cert_pem()));
         }
-        let secret_ca = der_of(&latest.cert_pem());
-        let bundle = match sync_bundle(&client, &cfg, &secret_ca, &mine, stale_after).await {
-            Ok(bundle) => bundle,
+        let secret_ca = latest.as_ref().map(|l| der_of(&l.cert_pem()));
+        let synced = match sync_with_retries(
+            &client,
+            &cfg,
+            secret_ca.as_deref(),
+            &mine,
+            stale_after,
+        )
+        .await
+        {
+            Ok(synced) => synced,
             Err(e) => {
+                // Readiness is left as it was: an API hiccup must not take every replica out.
                 tracing::warn!(error = %crate::error_chain(&e), "could not update the caBundle; retrying");
                 continue;
             }
         };
-        if switching {
-            // The new CA is in the caBundle now; serve from it once the API server has it.
+        if synced.as_ref().is_some_and(|s| s.added_mine) || (switching && ca.is_some()) {
+            // A CA this replica needs was just added (by it or a peer): give the API server time
+            // to load it before serving from it.
+            tokio::time::sleep(BUNDLE_PICKUP).await;
+        }
+        if let Some(latest) = latest.filter(|_| switching) {
             if ca.is_some() {
                 tracing::warn!(secret = %cfg.ca_secret, "the shared CA changed; adopting it");
-                tokio::time::sleep(BUNDLE_PICKUP).await;
             }
             ca = Some(latest);
         }
@@ -533,11 +593,14 @@ pub async fn maintain(
             }
         }
         // Ready only when the API server will trust what this replica serves.
-        store.set_problem(match &bundle {
-            Some(b) if !trusted_by(&store, b) => Some(format!(
+        store.set_problem(match &synced {
+            // Nothing served yet because the CA Secret is refused: say so.
+            _ if ca.is_none() => secret_problem,
+            Some(s) if !trusted_by(&store, &s.bundle) => Some(format!(
                 "the caBundle of {} does not trust the served certificate yet",
                 cfg.webhook_config
             )),
+            _ if store.leaf_der().is_none() => Some("no serving certificate issued yet".to_owned()),
             _ => None,
         });
     }
