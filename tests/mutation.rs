@@ -777,6 +777,21 @@ fn lock_timeout_is_appended_to_the_default_args_only() {
     let mut d = guide_deployment();
     annotate(&mut d, "migrations.io/lock-timeout", "5 minutes");
     assert!(deny(Deployment, &d).contains("is not a duration"));
+    // When the cluster replaced the default args, the refusal says so (not the user's args).
+    let config = InjectorConfig {
+        args: Some(vec!["migrate".into(), "up".into()]),
+        ..InjectorConfig::default()
+    };
+    let mut d = guide_deployment();
+    annotate(&mut d, "migrations.io/lock-timeout", "5m");
+    match apply(Deployment, &d, &config, false) {
+        Err(e) => assert!(
+            e.to_string()
+                .contains("because the cluster's --default-args replaces"),
+            "{e}"
+        ),
+        Ok(_) => panic!("lock-timeout with the cluster's default args must be refused"),
+    }
 }
 
 #[test]

@@ -103,6 +103,12 @@ pub fn resolve<'v>(
     };
     let command = list(Key::Command, &config.command)?;
     let args = list(Key::Args, &config.args)?;
+    // Who replaced the default args: the workload (refusals name its annotation) or the cluster.
+    let args_by = if annotations.get(Key::Args).is_some() {
+        Key::Args.name()
+    } else {
+        "the cluster's --default-args"
+    };
     let url_secret = match annotations.get(Key::UrlSecret) {
         Some(v) => {
             if annotations.get(Key::Secret).is_some() {
@@ -129,10 +135,7 @@ pub fn resolve<'v>(
                 return Err(invalid(
                     Key::LockTimeout,
                     v,
-                    &format!(
-                        "has no effect because {} replaces the default args",
-                        Key::Args
-                    ),
+                    &format!("has no effect because {args_by} replaces the default args"),
                     format!(
                         "add --lock-timeout {v} to {} yourself, and remove {}",
                         Key::Args,
@@ -152,7 +155,7 @@ pub fn resolve<'v>(
     for key in unused {
         if annotations.get(*key).is_some() {
             let why = if args.is_some() {
-                format!("{} replaces the default args", Key::Args)
+                format!("{args_by} replaces the default args")
             } else if url_secret.is_some() {
                 format!(
                     "{} gives the database URL instead of a config file",

@@ -231,6 +231,9 @@ pub fn secret_key(s: &str) -> Result<(), &'static str> {
     {
         return Err("must consist of letters, digits, '-', '_' and '.'");
     }
+    if s == "." || s.starts_with("..") {
+        return Err("must not be '.' or start with '..'");
+    }
     Ok(())
 }
 
@@ -370,6 +373,9 @@ mod tests {
         assert!(url("file:///migrations").is_ok() && url("atlas://app?tag=latest").is_ok());
         assert!(url("/migrations").is_err() && url("file:// x").is_err());
         assert!(secret_key("uri").is_ok() && secret_key("a/b").is_err() && secret_key("").is_err());
+        assert!(
+            secret_key(".").is_err() && secret_key("..x").is_err() && secret_key(".env").is_ok()
+        );
     }
 
     #[test]

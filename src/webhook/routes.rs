@@ -181,7 +181,16 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
     }
     // Reserve before reading: a request that does not fit in the budget now is turned away at
     // once (the API server retries, or another replica answers), never buffered.
-    let Some(_reservation) = state.budget.try_reserve(declared.unwrap_or(limit)) else {
+    // The request's headers are held too (up to 64 KiB each): they count against the budget.
+    let header_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let Some(_reservation) = state
+        .budget
+        .try_reserve(declared.unwrap_or(limit).saturating_add(header_bytes))
+    else {
         metrics::get().overloaded.inc();
         let mut response = json_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -699,6 +699,12 @@ def s14_check_diagnoses():
     finally:
         set_bundle(CA_BUNDLE)
     eq(check("-n", "check-ok")[0], 0, "passes again with the right caBundle")
+    # A live workload that was injected passes every check, the live one included.
+    apply(guide_deployment("check-live-app"), ns="check-ok")
+    rc, out = check("-n", "check-ok", "deployment/check-live-app")
+    eq(rc, 0, f"a live injected Deployment passes:\n{out}")
+    if "carries the injection" not in out:
+        raise AssertionError(f"no line about the live object's injection:\n{out}")
 
 
 def s15_tls_mode_switch_keeps_the_old_ca():
