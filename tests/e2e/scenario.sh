@@ -706,6 +706,30 @@ run_self_managed_scenario() {
   assert_self_managed_certs
 }
 
+# assert_host_network: the chart's deployment.hostNetwork on a single node: one replica in the
+# node's network namespace on port 9443, reached by the API server through the Service.
+assert_host_network() {
+  step "deployment.hostNetwork=true: the webhook on the node's network (port 9443), reached through its Service"
+  run "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --namespace "$WEBHOOK_NAMESPACE" --reuse-values \
+    --set deployment.hostNetwork=true --set containerPorts.webhook=9443 --set containerPorts.admin=9080 \
+    --set deployment.replicas=1 --set deployment.strategy.rollingUpdate.maxSurge=0 \
+    --set deployment.strategy.rollingUpdate.maxUnavailable=1 --wait --timeout "${TIMEOUT}s"
+  ((DRY_RUN)) && return 0
+  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" rollout status "deployment/$(webhook_deployment)" --timeout="${TIMEOUT}s"
+  local pod
+  pod="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" \
+    --field-selector=status.phase=Running -o 'jsonpath={.items[0].metadata.name}')"
+  local saved_ns=$APP_NAMESPACE saved_pod=$POD
+  APP_NAMESPACE=$WEBHOOK_NAMESPACE POD=$pod
+  expect_pod "webhook pod hostNetwork" "true" '{.spec.hostNetwork}'
+  expect_pod "webhook pod address = its node's address" "$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "pod/$pod" -o 'jsonpath={.status.hostIP}')" '{.status.podIP}'
+  APP_NAMESPACE=$saved_ns POD=$saved_pod
+  expect "Service endpoint port" "9443" "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get endpoints "$(webhook_deployment)" \
+    -o 'jsonpath={.subsets[0].ports[?(@.name=="webhook")].port}'
+  checkpoint "host network"
+  wait_for_webhook
+}
+
 availability_report() {
   ((${#AVAILABILITY_REPORT[@]})) || return 0
   printf '\n==> admissions while the webhook pods changed\n'

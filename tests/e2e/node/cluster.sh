@@ -229,6 +229,9 @@ network() {
     ip -n "$NS" link set mi-node0 up
     ip -n "$NS" link set mi-node1 up
   fi
+  # Host-network pods (and kube-proxy's DNAT of their traffic) need a route to the Services'
+  # ClusterIPs; a real node has a default route, this namespace has nothing else.
+  ip -n "$NS" route replace "$SERVICE_CIDR" dev mi-node0
   mkdir -p "$DIR/cni/conf" "$DIR/cni/data"
   # Pods other than hostNetwork ones get an address on a bridge inside the node's namespace.
   cat >"$DIR/cni/conf/10-mi-node.conflist" <<EOF
@@ -472,7 +475,22 @@ cmd_down() {
   for name in kube-apiserver etcd registry; do
     pid=$(pid_of "$name"); [ -n "$pid" ] && stop_pid "$name" "$pid" 15
   done
-  pid=$(pid_of containerd); [ -n "$pid" ] && stop_pid containerd "$pid" 10
+  # The pods' network namespaces this containerd made (not another node's): from its sandboxes.
+  pid=$(pid_of containerd)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    local c ctr=(ctr --address "$DIR/containerd/containerd.sock" -n k8s.io)
+    for c in $("${ctr[@]}" containers ls -q 2>/dev/null || true); do
+      "${ctr[@]}" containers info "$c" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    for ns in json.load(sys.stdin)["Spec"]["linux"]["namespaces"]:
+        if ns.get("type") == "network" and ns.get("path", "").startswith("/var/run/netns/"):
+            print(ns["path"])
+except Exception:
+    pass' >>"$DIR/pod-netns" || true
+    done
+    stop_pid containerd "$pid" 10
+  fi
   # Containers and their shims live in the node's cgroups: kill what is left there, by pid.
 
   for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -489,13 +507,13 @@ cmd_down() {
     while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done < <(
       awk -v d="$DIR/" 'index($5, d) == 1 || $5 == substr(d, 1, length(d) - 1) {print $5}' /proc/self/mountinfo | sort -r)
   done
-  if [ -d /run/netns ]; then
-    for m in /run/netns/cni-*; do
+  if [ -f "$DIR/pod-netns" ]; then
+    while read -r m; do
+      m=/run/netns/${m##*/}
       [ -e "$m" ] || continue
-      grep -qx "netns ${m##*/}" "$DIR/host-state" 2>/dev/null && continue
       umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
       rm -f "$m"
-    done
+    done < <(sort -u "$DIR/pod-netns")
   fi
   if [ -e "/run/netns/$NS" ]; then ip netns delete "$NS" 2>/dev/null || true; fi
   # Cgroups, deepest first.
@@ -504,8 +522,13 @@ cmd_down() {
     if [ -d "$c" ]; then find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
     if [ -d "$c" ]; then log "cgroup $c could not be removed"; fi
   done
-  # Sysctls kubelet changed, and the host paths it created.
-  if [ -f "$DIR/host-state" ]; then
+  # Sysctls kubelet changed, and the host paths it created: restored by the last node to go down
+  # (another node on this machine still uses them).
+  local others
+  others=$(find /sys/fs/cgroup/pids -maxdepth 1 -name 'mi-node-*' ! -name "$CGROUP" 2>/dev/null || true)
+  if [ -n "$others" ]; then
+    log "another node is running here ($others): host paths and sysctls left to it"
+  elif [ -f "$DIR/host-state" ]; then
     local kind key val
     while read -r kind key val; do
       if [ "$kind" = sysctl ]; then echo "$val" >"/proc/sys/$key" 2>/dev/null || true; fi

@@ -10,7 +10,8 @@
 #
 # Usage: tests/e2e/node/run.sh
 # Env: MIGRATION_INJECTOR_SKIP_NODE_E2E=1 skips (printed). KEEP_NODE=1 leaves the node up (DIR is
-#      printed; take it down with cluster.sh down DIR). NODE_E2E_DIR: where the node lives.
+#      printed; take it down with cluster.sh down DIR). NODE_E2E_DIR: where the node lives
+#      (default: a new /tmp/migration-injector-node-e2e.XXXXXX).
 #      MIGRATION_INJECTOR_MUSL_BIN: package this static binary instead of building one.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +28,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-DIR=${NODE_E2E_DIR:-/tmp/migration-injector-node-e2e}
+# A fresh directory per run (two runs on one machine must not take each other's node down).
+DIR=${NODE_E2E_DIR:-$(mktemp -d /tmp/migration-injector-node-e2e.XXXXXX)}
 CLUSTER=$HERE/cluster.sh
 PHASE="start"
 timings=()
@@ -59,8 +61,8 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A previous run's node (KEEP_NODE=1 or an interrupted run) is taken down first: a fresh start.
-[ -f "$DIR/pids" ] && "$CLUSTER" down "$DIR"
+# A previous run's node in the same NODE_E2E_DIR (KEEP_NODE=1) is taken down first: a fresh start.
+if [ -f "$DIR/pids" ]; then "$CLUSTER" down "$DIR"; fi
 
 PHASE="bringing the node up (cluster.sh up)"
 printf '==> %s\n' "$PHASE"
@@ -185,5 +187,7 @@ run_scenario
 mark "scenario (tls.mode=helm)"
 run_self_managed_scenario "${CHART_ARGS[@]}"
 mark "scenario (tls.mode=selfManaged)"
+assert_host_network
+mark "deployment.hostNetwork"
 availability_report
 PHASE="done"
