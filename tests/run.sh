@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit/integration/property tests,
-# Helm chart tests, workflow and release-metadata checks, kind-script checks, and the e2e
-# against a real kube-apiserver.
+# Helm chart tests, workflow and release-metadata checks, kind-script checks, the e2e
+# against a real kube-apiserver, and the node e2e (a real single-node Kubernetes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -29,4 +29,7 @@ step "kind e2e (checks that run without Docker)"
 tests/e2e/kind/check.sh
 step "e2e against a real kube-apiserver"
 tests/e2e/run.sh
+step "node e2e: a real single-node Kubernetes, the chart installed with helm, PostgreSQL + dbmate"
+# Opt out explicitly with MIGRATION_INJECTOR_SKIP_NODE_E2E=1 (printed); see tests/e2e/node/README.md.
+tests/e2e/node/run.sh
 printf '\nAll tests passed.\n'
