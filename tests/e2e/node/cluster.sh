@@ -84,17 +84,22 @@ wait_for() {
 }
 
 # --- host state this node changes: recorded once, restored by down ----------------------------
+# Machine-wide: the state before the first node came up (nodes in other DIRs may run at the same
+# time); the last node to go down restores it.
+HOST_STATE=/run/migration-injector-node.host-state
 TRACKED_PATHS=(/var/log/pods /var/log/containers /var/lib/kubelet /run/containerd /var/lib/cni /run/netns /etc/cni)
 SYSCTLS=(vm/overcommit_memory kernel/panic kernel/panic_on_oops)
 record_host_state() {
   [ -f "$DIR/host-state" ] && return 0
-  {
-    local p s
-    for p in "${TRACKED_PATHS[@]}"; do [ -e "$p" ] && echo "path $p existed"; done
-    for s in "${SYSCTLS[@]}"; do echo "sysctl $s $(cat "/proc/sys/$s")"; done
-    [ -d /run/netns ] && for p in /run/netns/*; do [ -e "$p" ] && echo "netns ${p##*/}"; done
-  } >"$DIR/host-state.tmp"
-  mv "$DIR/host-state.tmp" "$DIR/host-state"
+  if [ ! -f "$HOST_STATE" ]; then
+    {
+      local p s
+      for p in "${TRACKED_PATHS[@]}"; do if [ -e "$p" ]; then echo "path $p existed"; fi; done
+      for s in "${SYSCTLS[@]}"; do echo "sysctl $s $(cat "/proc/sys/$s")"; done
+    } >"$HOST_STATE.tmp"
+    mv "$HOST_STATE.tmp" "$HOST_STATE"
+  fi
+  cp "$HOST_STATE" "$DIR/host-state"
 }
 
 # --- one-time set-up pieces ------------------------------------------------------------------
@@ -528,14 +533,16 @@ except Exception:
   others=$(find /sys/fs/cgroup/pids -maxdepth 1 -name 'mi-node-*' ! -name "$CGROUP" 2>/dev/null || true)
   if [ -n "$others" ]; then
     log "another node is running here ($others): host paths and sysctls left to it"
-  elif [ -f "$DIR/host-state" ]; then
+  elif [ -f "$HOST_STATE" ] || [ -f "$DIR/host-state" ]; then
+    local state=$HOST_STATE
+    [ -f "$state" ] || state=$DIR/host-state
     local kind key val
     while read -r kind key val; do
       if [ "$kind" = sysctl ]; then echo "$val" >"/proc/sys/$key" 2>/dev/null || true; fi
-    done <"$DIR/host-state"
+    done <"$state"
     local p
     for p in "${TRACKED_PATHS[@]}"; do
-      grep -qx "path $p existed" "$DIR/host-state" && continue
+      grep -qx "path $p existed" "$state" && continue
       [ -e "$p" ] || continue
       if [ "$p" = /run/netns ]; then
         rmdir /run/netns/* 2>/dev/null || true
@@ -548,8 +555,9 @@ except Exception:
         rm -rf "$p"
       fi
     done
+    rm -f "$HOST_STATE"
+    rm -rf /run/migration-injector-node-buildah
   fi
-  rm -rf /run/migration-injector-node-buildah
   # State: everything in DIR (the logs go too; run.sh prints them before calling down).
   if mountinfo_left=$(awk -v d="$DIR/" 'index($5, d) == 1' /proc/self/mountinfo) && [ -n "$mountinfo_left" ]; then
     log "mounts left under $DIR: $mountinfo_left"
