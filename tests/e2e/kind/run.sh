@@ -145,6 +145,8 @@ preflight() {
        To only see what it would do: $0 --dry-run"
     fi
     docker info >/dev/null 2>&1 || die "docker is installed but its daemon is not reachable ('docker info' failed)"
+    # The shared scenario renders app.yaml with tests/e2e/render_app.py.
+    python3 -c 'import yaml' 2>/dev/null || die "python3 with PyYAML is required (apt-get install python3-yaml, or pip install pyyaml)"
     info "docker, kind, kubectl, helm: found; docker daemon: reachable"
   fi
   local f
