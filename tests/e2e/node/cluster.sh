@@ -556,6 +556,10 @@ except Exception:
       fi
     done
     rm -f "$HOST_STATE"
+    # buildah's mounts of its image storage (in the cache): the storage's own bind mount and any
+    # container rootfs a build left mounted. The images stay cached.
+    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done < <(
+      awk -v d="$NODE_CACHE/containers/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
     rm -rf /run/migration-injector-node-buildah
   fi
   # State: everything in DIR (the logs go too; run.sh prints them before calling down).
