@@ -176,6 +176,9 @@ const NEEDS_PREFIX: &str = "serving.migrations.io/";
 /// Annotation recording CAs found in the caBundle that no replica claims (those of the pods of
 /// another TLS mode, during a switch to selfManaged), with when they were first seen.
 const PREVIOUS_KEY: &str = "previous.serving.migrations.io/cas";
+/// Annotation listing the CAs replicas have recorded, most recent last.
+const CLAIMED_KEY: &str = "claimed.serving.migrations.io/cas";
+const MAX_CLAIMED: usize = 16;
 /// How long unclaimed CAs stay trusted: longer than any rollout of the old pods.
 const PREVIOUS_TTL_SECONDS: i64 = 600;
 /// Time for the API server to load a changed caBundle before a certificate from a new CA is
@@ -271,7 +274,13 @@ async fn sync_bundle(
     let annotations = current.metadata.annotations.clone().unwrap_or_default();
     let mut needed: HashSet<String> = HashSet::new();
     let mut stale = Vec::new();
-    let mut any_fresh = false;
+    // Every CA a replica has ever recorded (recent ones): those are this mode's own CAs.
+    let recorded_claimed = annotations.get(CLAIMED_KEY).cloned().unwrap_or_default();
+    let mut claimed: Vec<String> = recorded_claimed
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect();
     for (key, value) in annotations
         .iter()
         .filter(|(k, _)| k.starts_with(NEEDS_PREFIX))
@@ -283,7 +292,11 @@ async fn sync_bundle(
             .map(str::to_owned)
             .collect();
         let fresh = time.parse::<i64>().is_ok_and(|t| now - t <= stale_after);
-        any_fresh |= fresh;
+        for f in &fps {
+            if !claimed.contains(f) {
+                claimed.push(f.clone());
+            }
+        }
         if *key == my_key {
             continue;
         }
@@ -294,11 +307,18 @@ async fn sync_bundle(
         }
     }
     let my_fps: Vec<String> = mine.iter().filter_map(|d| fingerprint(d)).collect();
-    let mut claimed: HashSet<String> = my_fps.iter().cloned().collect();
-    claimed.extend(secret_ca.and_then(fingerprint));
-    // With no self-managed replica live yet (a switch from another TLS mode), the CAs trusted
-    // now belong to the old pods, still serving during the rollout: kept for a while from when
-    // they were first seen. Later, a CA no replica needs is a retired one and goes.
+    for f in my_fps.iter().cloned().chain(secret_ca.and_then(fingerprint)) {
+        if !claimed.contains(&f) {
+            claimed.push(f);
+        }
+    }
+    let excess = claimed.len().saturating_sub(MAX_CLAIMED);
+    claimed.drain(..excess);
+    let claimed_value = claimed.join(",");
+    // A CA trusted now that no replica ever recorded was put there by another TLS mode (a
+    // switch from helm, or back to it): its pods may still serve during the rollout, so it is
+    // kept for a while from when it was first seen. A CA some replica once recorded and none
+    // needs now is a retired one, and goes.
     let recorded_previous = annotations.get(PREVIOUS_KEY).cloned().unwrap_or_default();
     let mut previous: BTreeMap<String, i64> = recorded_previous
         .split(',')
@@ -312,7 +332,7 @@ async fn sync_bundle(
             .as_ref()
             .map(|b| pem_ders(&b.0));
         for f in existing.iter().flatten().filter_map(|d| fingerprint(d)) {
-            if secret_ca.is_some() && !any_fresh && !claimed.contains(&f) {
+            if secret_ca.is_some() && !claimed.contains(&f) {
                 previous.entry(f).or_insert(now);
             }
         }
@@ -350,6 +370,12 @@ async fn sync_bundle(
     for key in &stale {
         ops.push(PatchOperation::Remove(RemoveOperation {
             path: pointer(&["metadata", "annotations", key]),
+        }));
+    }
+    if secret_ca.is_some() && claimed_value != recorded_claimed {
+        ops.push(PatchOperation::Add(AddOperation {
+            path: pointer(&["metadata", "annotations", CLAIMED_KEY]),
+            value: Value::String(claimed_value),
         }));
     }
     if secret_ca.is_some() && previous_value != recorded_previous {

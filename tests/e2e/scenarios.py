@@ -761,14 +761,19 @@ def s15_tls_mode_switch_keeps_the_old_ca():
         time.sleep(3)  # several checks: the old CA stays for the rollout, not one check
         eq(len(bundle()), 2, "old and new CA while the old pods may still serve")
         self_ca = bundle() - helm_ca
+        # Back to helm while the self-managed replica still runs (as during the rollout): the
+        # chart puts the new helm CA first, and the replica's checks do not remove it.
+        upgrade("helm")
+        after = bundle()
+        if not (self_ca <= after and len(after - self_ca - helm_ca) == 1):
+            raise AssertionError("selfManaged -> helm: the new CA and the live ones are expected together")
+        new_helm = after - self_ca - helm_ca
+        time.sleep(3)
+        if not (new_helm | self_ca) <= bundle():
+            raise AssertionError("a self-managed replica removed the new helm CA during the switch back")
     finally:
         replica.send_signal(signal.SIGTERM)
         replica.wait(timeout=15)
-    upgrade("helm")
-    after = bundle()
-    if not (self_ca <= after and len(after - self_ca - helm_ca) == 1):
-        raise AssertionError("selfManaged -> helm: the new CA and the live ones are expected together")
-    new_helm = after - self_ca - helm_ca
     upgrade("helm")
     eq(bundle(), new_helm, "the next upgrade keeps only the current CA")
     subprocess.run([helm, "uninstall", release, "-n", ns], check=True, capture_output=True)
