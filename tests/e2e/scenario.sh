@@ -693,13 +693,32 @@ run_scenario() {
   assert_available_during_pod_deletion
 }
 
-# run_self_managed_scenario [helm args...]: reinstall in tls.mode=selfManaged; both replicas serve
-# trusted certificates; admissions survive a pod deletion.
+# assert_available_during_mode_switch MODE [helm args...]: helm upgrade to tls.mode=MODE while
+# admissions run (failurePolicy Fail): the old pods' CA stays trusted until they are gone, so
+# not one admission fails.
+assert_available_during_mode_switch() {
+  local mode=$1
+  shift
+  step "Webhook availability (failurePolicy Fail): admissions while helm upgrade switches to tls.mode=$mode"
+  ((DRY_RUN)) && { show "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --reuse-values --set "tls.mode=$mode" --wait; return 0; }
+  local before
+  before="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" -o name | sort | tr '\n' ' ')"
+  admission_loop_start "switch-${mode,,}"
+  sleep 3
+  run "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --namespace "$WEBHOOK_NAMESPACE" --reuse-values \
+    --set "tls.mode=$mode" "$@" --wait --timeout "${TIMEOUT}s" || failed "helm upgrade to tls.mode=$mode"
+  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" rollout status "deployment/$(webhook_deployment)" --timeout="${TIMEOUT}s" || failed "rollout"
+  # shellcheck disable=SC2086 # one word per pod
+  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" wait --for=delete $before --timeout="${TIMEOUT}s" || failed "old webhook pods still there"
+  sleep 3
+  admission_loop_stop "helm upgrade to tls.mode=$mode"
+  checkpoint "availability during the switch to tls.mode=$mode"
+}
+
+# run_self_managed_scenario [helm args...]: switch to tls.mode=selfManaged under load; both
+# replicas serve trusted certificates; admissions survive a pod deletion.
 run_self_managed_scenario() {
-  step "Uninstall the chart, to install it again in tls.mode=selfManaged"
-  run "${HELM[@]}" uninstall "$HELM_RELEASE" --namespace "$WEBHOOK_NAMESPACE" --wait
-  run "${KUBECTL[@]}" delete namespace "$WEBHOOK_NAMESPACE" --wait=true --timeout="${TIMEOUT}s"
-  install_chart selfManaged "$@"
+  assert_available_during_mode_switch selfManaged "$@"
   assert_self_managed_certs
   wait_for_webhook
   assert_available_during_pod_deletion
@@ -710,12 +729,17 @@ run_self_managed_scenario() {
 # node's network namespace on port 9443, reached by the API server through the Service.
 assert_host_network() {
   step "deployment.hostNetwork=true: the webhook on the node's network (port 9443), reached through its Service"
+  local before=""
+  ((DRY_RUN)) || before="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" -o name | tr '\n' ' ')"
   run "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --namespace "$WEBHOOK_NAMESPACE" --reuse-values \
     --set deployment.hostNetwork=true --set containerPorts.webhook=9443 --set containerPorts.admin=9080 \
     --set deployment.replicas=1 --set deployment.strategy.rollingUpdate.maxSurge=0 \
     --set deployment.strategy.rollingUpdate.maxUnavailable=1 --wait --timeout "${TIMEOUT}s"
   ((DRY_RUN)) && return 0
   run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" rollout status "deployment/$(webhook_deployment)" --timeout="${TIMEOUT}s"
+  # The old pods may still be terminating (shutdown delay, drain): check the new one only.
+  # shellcheck disable=SC2086 # one word per pod
+  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" wait --for=delete $before --timeout="${TIMEOUT}s" || failed "old webhook pods still there"
   local pod
   pod="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" \
     --field-selector=status.phase=Running -o 'jsonpath={.items[0].metadata.name}')"
