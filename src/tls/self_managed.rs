@@ -307,7 +307,11 @@ async fn sync_bundle(
         }
     }
     let my_fps: Vec<String> = mine.iter().filter_map(|d| fingerprint(d)).collect();
-    for f in my_fps.iter().cloned().chain(secret_ca.and_then(fingerprint)) {
+    for f in my_fps
+        .iter()
+        .cloned()
+        .chain(secret_ca.and_then(fingerprint))
+    {
         if !claimed.contains(&f) {
             claimed.push(f);
         }
