@@ -4,8 +4,9 @@
 # shared scenario (tests/e2e/scenario.sh) with PostgreSQL and dbmate:
 #   tls.mode=helm:        the guide's flow, a failing migration, rollout restart (no-op migration),
 #                         availability during a helm upgrade and during a webhook pod's deletion;
-#   tls.mode=selfManaged: both replicas serve certificates the API server trusts (chart RBAC only),
-#                         the guide's Deployment is injected, availability during a pod deletion.
+#   tls.mode=selfManaged: reached by a helm upgrade under load (zero failed admissions); both
+#                         replicas serve certificates the API server trusts (chart RBAC only),
+#                         availability during a pod deletion; then back to tls.mode=helm under load.
 # Then the node is taken down (also on failure, after printing the pods' and components' logs).
 #
 # Usage: tests/e2e/node/run.sh
@@ -195,6 +196,8 @@ run_scenario
 mark "scenario (tls.mode=helm)"
 run_self_managed_scenario "${CHART_ARGS[@]}"
 mark "scenario (tls.mode=selfManaged)"
+assert_available_during_mode_switch helm "${CHART_ARGS[@]}"
+mark "switch back to tls.mode=helm under load"
 assert_host_network
 mark "deployment.hostNetwork"
 availability_report
