@@ -7,7 +7,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
 const CREATE: &str = include_str!("fixtures/create-deployment.json");
+
+/// The value of one metric on the admin port's /metrics.
+async fn metric(admin: u16, name: &str) -> i64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -53,21 +71,11 @@ async fn self_signed_serve_answers_and_exits_cleanly_on_sigterm() {
     }
 
     // The served certificate's expiry is published, a year ahead for --self-signed.
-    let metrics = admin_client
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let expiry: i64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("migration_injector_serving_certificate_not_after_seconds "))
-        .expect("expiry gauge")
-        .trim()
-        .parse()
-        .unwrap();
+    let expiry = metric(
+        admin,
+        "migration_injector_serving_certificate_not_after_seconds",
+    )
+    .await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert!(
         (now + 364 * 86_400..=now + 366 * 86_400).contains(&expiry),
@@ -167,20 +175,7 @@ async fn stalled_large_bodies_stay_inside_the_memory_budget() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ca = std::fs::read_to_string(&ca_path).unwrap();
-    let connector = {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-            .unwrap();
-        let config =
-            rustls::ClientConfig::builder_with_provider(migration_injector::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-    };
+    let connector = support::server::tls_connector(&ca, &[]);
     let total = 6 * 1024 * 1024;
     let mut stallers = Vec::new();
     for _ in 0..24 {
@@ -249,19 +244,7 @@ async fn stalled_large_bodies_stay_inside_the_memory_budget() {
     assert!(rss_kib < 96 * 1024, "RSS {rss_kib} KiB");
 
     // The overload is visible to operators.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let overloaded: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("migration_injector_overloaded_requests_total "))
-        .expect("overload counter")
-        .trim()
-        .parse()
-        .unwrap();
+    let overloaded = metric(admin, "migration_injector_overloaded_requests_total").await;
     assert!(overloaded >= 20, "{overloaded}");
 
     for s in stallers {

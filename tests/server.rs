@@ -366,21 +366,7 @@ async fn silent_and_excess_connections_are_closed() {
     };
     let server = TestServer::start(InjectorConfig::default(), limits).await;
     let ca = server.ca.cert_pem();
-    let tls_client = |alpn: &[u8]| {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-            .unwrap();
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(migration_injector::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = vec![alpn.to_vec()];
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-    };
+    let tls_client = |alpn: &[u8]| support::server::tls_connector(&ca, &[alpn]);
     // A client that completes TLS and then says nothing, over HTTP/1.1 and over HTTP/2.
     for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
         let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -422,19 +408,7 @@ async fn silent_and_excess_connections_are_closed() {
 }
 
 fn h2_connector(ca: &str) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-        .unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(migration_injector::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    support::server::tls_connector(ca, &[b"h2"])
 }
 
 /// An HTTP/2 connection that sends no request, only PINGs; resolves to how long it lived.

@@ -101,3 +101,20 @@ pub fn client_for(ca_pem: &str, addr: SocketAddr) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// A raw TLS connector that trusts only `ca_pem` and offers `alpn` (empty: none).
+pub fn tls_connector(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(migration_injector::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
