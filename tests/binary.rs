@@ -83,12 +83,7 @@ async fn self_signed_serve_answers_and_exits_cleanly_on_sigterm() {
     );
 
     let ca = std::fs::read_to_string(&ca_path).unwrap();
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
-        .use_rustls_tls()
-        .build()
-        .unwrap();
+    let client = support::server::client_for(&ca, ([127, 0, 0, 1], port).into());
     // The certificate names both localhost and 127.0.0.1.
     for host in ["localhost", "127.0.0.1"] {
         let review: Value = client
@@ -203,12 +198,7 @@ async fn stalled_large_bodies_stay_inside_the_memory_budget() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // An ordinary review is answered, quickly, while the stalled uploads hold their share.
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
-        .use_rustls_tls()
-        .build()
-        .unwrap();
+    let client = support::server::client_for(&ca, ([127, 0, 0, 1], port).into());
     let started = Instant::now();
     let response = client
         .post(format!("https://localhost:{port}/mutate"))
