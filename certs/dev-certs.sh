@@ -25,7 +25,7 @@ cat > "$out/secret.yaml" <<YAML
 apiVersion: v1
 kind: Secret
 metadata:
-  name: ${svc}-tls
+  name: ${svc}-serving-tls
   namespace: ${ns}
 type: kubernetes.io/tls
 data:
@@ -34,6 +34,6 @@ data:
   tls.key: $(b64 "$out/tls.key")
 YAML
 chmod 600 "$out/secret.yaml"
-echo "wrote $out/secret.yaml (Secret ${svc}-tls in ${ns}) and $out/cabundle"
+echo "wrote $out/secret.yaml (Secret ${svc}-serving-tls in ${ns}) and $out/cabundle"
 echo "install with: helm install ${svc} charts/migration-injector -n ${ns} --set tls.mode=existingSecret \\"
-echo "  --set tls.existingSecret=${svc}-tls --set tls.caBundle=\$(cat $out/cabundle)"
+echo "  --set tls.existingSecret=${svc}-serving-tls --set tls.caBundle=\$(cat $out/cabundle)"

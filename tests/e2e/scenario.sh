@@ -614,7 +614,7 @@ assert_available_during_pod_deletion() {
 assert_self_managed_certs() {
   step "tls.mode=selfManaged: each replica serves a certificate the API server's caBundle verifies, with only the chart's RBAC"
   ((DRY_RUN)) && return 0
-  local dep svc sa ca pods pod port pf
+  local dep svc sa ca
   dep="$(webhook_deployment)"
   svc="$("${KUBECTL[@]}" get mutatingwebhookconfigurations -l "app.kubernetes.io/instance=$HELM_RELEASE" \
     -o 'jsonpath={.items[0].webhooks[0].clientConfig.service.name}')"
@@ -624,29 +624,7 @@ assert_self_managed_certs() {
     -o 'jsonpath={.items[0].webhooks[0].clientConfig.caBundle}' | base64 -d >"$ca"
   if grep -q 'BEGIN CERTIFICATE' "$ca"; then ok "caBundle set by the webhook ($(openssl x509 -in "$ca" -noout -subject 2>/dev/null))"
   else failed "caBundle empty"; fi
-  pods="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" \
-    --field-selector=status.phase=Running -o 'jsonpath={.items[*].metadata.name}')"
-  local n=0
-  for pod in $pods; do
-    n=$((n + 1))
-    port=$((20000 + RANDOM % 20000))
-    "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" port-forward "pod/$pod" "$port:webhook" >/dev/null 2>&1 &
-    pf=$!
-    local out="" i
-    for i in $(seq 1 20); do
-      out="$("${OPENSSL_RUN[@]}" openssl s_client -connect "127.0.0.1:$port" -servername "$svc.$WEBHOOK_NAMESPACE.svc" \
-        -verify_hostname "$svc.$WEBHOOK_NAMESPACE.svc" -CAfile "$ca" -verify_return_error </dev/null 2>&1)" && break
-      sleep 0.5
-    done
-    kill "$pf" 2>/dev/null || true
-    wait "$pf" 2>/dev/null || true
-    if grep -q 'Verify return code: 0 (ok)' <<<"$out"; then
-      ok "pod $pod: certificate for $svc.$WEBHOOK_NAMESPACE.svc verifies against the caBundle"
-    else
-      failed "pod $pod: certificate does not verify: $(grep -E 'verify|error' <<<"$out" | head -n 3 | tr '\n' ' ')"
-    fi
-  done
-  if ((n >= 2)); then ok "$n replicas checked"; else failed "want 2 running replicas, found $n"; fi
+  assert_replicas_serve "$svc" "$ca" "the caBundle"
   rm -f "$ca"
   # Only the chart's RBAC: every binding naming the ServiceAccount is the release's own.
   sa="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$dep" -o 'jsonpath={.spec.template.spec.serviceAccountName}')"
@@ -667,6 +645,35 @@ for b in json.load(sys.stdin)["items"]:
   expect "the ServiceAccount cannot read Secrets cluster-wide" "no" can_i list secrets \
     --all-namespaces --as "system:serviceaccount:$WEBHOOK_NAMESPACE:$sa"
   checkpoint "self-managed certificates"
+}
+
+# assert_replicas_serve SERVICE CAFILE WHAT: every running webhook pod serves a certificate for
+# SERVICE.<namespace>.svc that verifies against CAFILE (described as WHAT); at least two pods.
+assert_replicas_serve() {
+  local svc=$1 ca=$2 what=$3 pods pod port pf
+  pods="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" \
+    --field-selector=status.phase=Running -o 'jsonpath={.items[*].metadata.name}')"
+  local n=0
+  for pod in $pods; do
+    n=$((n + 1))
+    port=$((20000 + RANDOM % 20000))
+    "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" port-forward "pod/$pod" "$port:webhook" >/dev/null 2>&1 &
+    pf=$!
+    local out="" i
+    for i in $(seq 1 20); do
+      out="$("${OPENSSL_RUN[@]}" openssl s_client -connect "127.0.0.1:$port" -servername "$svc.$WEBHOOK_NAMESPACE.svc" \
+        -verify_hostname "$svc.$WEBHOOK_NAMESPACE.svc" -CAfile "$ca" -verify_return_error </dev/null 2>&1)" && break
+      sleep 0.5
+    done
+    kill "$pf" 2>/dev/null || true
+    wait "$pf" 2>/dev/null || true
+    if grep -q 'Verify return code: 0 (ok)' <<<"$out"; then
+      ok "pod $pod: certificate for $svc.$WEBHOOK_NAMESPACE.svc verifies against $what"
+    else
+      failed "pod $pod: certificate does not verify: $(grep -E 'verify|error' <<<"$out" | head -n 3 | tr '\n' ' ')"
+    fi
+  done
+  if ((n >= 2)); then ok "$n replicas checked"; else failed "want 2 running replicas, found $n"; fi
 }
 # OPENSSL_RUN: a prefix running openssl where the port-forwards listen (the caller may set it).
 [[ -v OPENSSL_RUN ]] || OPENSSL_RUN=()
@@ -700,7 +707,7 @@ assert_available_during_mode_switch() {
   local mode=$1
   shift
   step "Webhook availability (failurePolicy Fail): admissions while helm upgrade switches to tls.mode=$mode"
-  ((DRY_RUN)) && { show "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --reuse-values --set "tls.mode=$mode" --wait; return 0; }
+  ((DRY_RUN)) && { show "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --reuse-values --set "tls.mode=$mode" "$@" --wait; return 0; }
   local before
   before="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" -o name | sort | tr '\n' ' ')"
   admission_loop_start "switch-${mode,,}"
@@ -723,6 +730,63 @@ run_self_managed_scenario() {
   wait_for_webhook
   assert_available_during_pod_deletion
   assert_self_managed_certs
+}
+
+# run_existing_secret_scenario [helm args...]: the user's own certificate, made as certs/README.md
+# says (certs/dev-certs.sh; MIGRATION_INJECTOR_BIN names the binary, else it builds one), switched
+# to under load (tls.mode=existingSecret); every replica serves it; then back to tls.mode=helm
+# under load. Both switches: zero failed admissions.
+run_existing_secret_scenario() {
+  local svc certs bundle=""
+  svc="$(webhook_deployment)"
+  if ((DRY_RUN)); then certs="<dir>"; else certs="$(mktemp -d)"; fi
+  step "tls.mode=existingSecret: the user's certificate (certs/dev-certs.sh) in Secret $svc-serving-tls"
+  run "$(cd "$E2E_DIR/../.." && pwd)/certs/dev-certs.sh" "$WEBHOOK_NAMESPACE" "$svc" "$certs" || failed "certs/dev-certs.sh"
+  run "${KUBECTL[@]}" apply -f "$certs/secret.yaml" || failed "creating Secret $svc-serving-tls"
+  ((DRY_RUN)) || bundle="$(cat "$certs/cabundle")"
+  assert_available_during_mode_switch existingSecret "$@" --set "tls.existingSecret=$svc-serving-tls" \
+    --set "tls.caBundle=${bundle:-<caBundle>}"
+  if ((DRY_RUN == 0)); then
+    expect "the helm-mode Secret is gone (Helm deleted it)" "" \
+      "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get secrets --ignore-not-found -o name "$svc-tls"
+    assert_replicas_serve "$svc" "$certs/ca.crt" "the user's CA alone"
+  fi
+  checkpoint "existingSecret serves the user's certificate"
+  assert_available_during_mode_switch helm "$@" --set tls.existingSecret= --set tls.caBundle=
+  ((DRY_RUN)) || rm -rf "$certs"
+}
+
+# assert_own_upgrade_while_down: with every webhook pod gone and failurePolicy Fail, an annotated
+# Deployment is refused (the webhook is really on the path), yet `helm upgrade` of the release
+# itself succeeds and brings the webhook back: the chart's objects are excluded by label, which
+# needs no namespace label (Kubernetes 1.20 sets no kubernetes.io/metadata.name).
+assert_own_upgrade_while_down() {
+  step "The webhook never blocks its own upgrade: helm upgrade with every webhook pod down (failurePolicy Fail)"
+  local dep replicas
+  dep="$(webhook_deployment)"
+  ((DRY_RUN)) || replicas="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$dep" -o 'jsonpath={.spec.replicas}')"
+  # The scale subresource is not among the webhook's rules, so this works while it is down.
+  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" scale "deployment/$dep" --replicas=0 || failed "scaling $dep to 0"
+  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" wait --for=delete pod -l "app.kubernetes.io/instance=$HELM_RELEASE" \
+    --timeout="${TIMEOUT}s" || failed "webhook pods still there"
+  if ((DRY_RUN == 0)); then
+    local out
+    if out="$(app_manifest own-upgrade-probe "$MIGRATIONS_IMAGE" 0 | "${KUBECTL[@]}" -n "$APP_NAMESPACE" create --dry-run=server -f - 2>&1)"; then
+      failed "an annotated Deployment was admitted with the webhook down: failurePolicy Fail is not in effect"
+    elif [[ "$out" == *"failed calling webhook"* ]]; then
+      ok "an annotated Deployment is refused while the webhook is down (failed calling webhook)"
+    else
+      failed "unexpected error for an annotated Deployment while the webhook is down: $out"
+    fi
+  fi
+  run "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --namespace "$WEBHOOK_NAMESPACE" --reuse-values \
+    --set-string "deployment.podAnnotations.e2e-down=$(date +%s)" --wait --timeout "${TIMEOUT}s" ||
+    failed "helm upgrade of the webhook's own release while it is down"
+  ((DRY_RUN)) && return 0
+  expect "webhook replicas ready again (helm restored spec.replicas)" "$replicas" \
+    "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$dep" -o 'jsonpath={.status.readyReplicas}'
+  checkpoint "own upgrade while down"
+  wait_for_webhook
 }
 
 # assert_host_network: the chart's deployment.hostNetwork on a single node: one replica in the

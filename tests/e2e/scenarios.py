@@ -711,18 +711,20 @@ def s15_tls_mode_switch_keeps_the_old_ca():
     """Switching TLS modes with `helm upgrade` never leaves the old pods' CA out of the caBundle:
     helm -> selfManaged keeps the live caBundle (it used to be removed by helm's three-way merge),
     the self-managed replica adds its CA beside the old one; selfManaged -> helm puts the new CA
-    first and keeps the live ones for that upgrade; the next upgrade drops them."""
+    first and keeps the live ones for that upgrade; the next upgrade drops them. helm ->
+    existingSecret does the same with the user's CA (certs/dev-certs.sh), and refuses the Secret
+    helm mode generated (Helm deletes it on that upgrade); existingSecret -> selfManaged keeps it."""
     helm = subprocess.run([os.path.join(REPO, "tests", "tools", "install-helm.sh")],
                           check=True, capture_output=True, text=True).stdout.strip()
     ns = release = "mi-switch"
     chart = os.path.join(REPO, "charts", "migration-injector")
 
-    def upgrade(mode):
+    def upgrade(mode, *extra, check=True):
         # optIn with no namespace opted in: the release's webhook covers nothing in this e2e.
-        subprocess.run([helm, "upgrade", "--install", release, chart, "-n", ns, "--create-namespace",
-                        "--set", f"tls.mode={mode}", "--set", "webhook.namespaceSelectorMode=optIn",
-                        "--set", "webhook.failurePolicy=Ignore", "--wait=false"],
-                       check=True, capture_output=True, text=True)
+        return subprocess.run([helm, "upgrade", "--install", release, chart, "-n", ns, "--create-namespace",
+                               "--set", f"tls.mode={mode}", "--set", "webhook.namespaceSelectorMode=optIn",
+                               "--set", "webhook.failurePolicy=Ignore", "--wait=false", *extra],
+                              check=check, capture_output=True, text=True)
 
     def mwc():
         items = json.loads(kubectl("get", "mutatingwebhookconfiguration", "-l",
@@ -776,6 +778,31 @@ def s15_tls_mode_switch_keeps_the_old_ca():
         replica.wait(timeout=15)
     upgrade("helm")
     eq(bundle(), new_helm, "the next upgrade keeps only the current CA")
+
+    # helm -> existingSecret. The Secret tls.mode=helm generated is the release's own: Helm would
+    # delete it on the very upgrade that makes the pods mount it, so the chart refuses it by name.
+    svc = mwc()["webhooks"][0]["clientConfig"]["service"]["name"]
+    refused = upgrade("existingSecret", "--set", f"tls.existingSecret={svc}-tls",
+                      "--set", f"tls.caBundle={base64.b64encode(b'x').decode()}", check=False)
+    if refused.returncode == 0 or "Helm deletes it on this upgrade" not in refused.stderr:
+        raise AssertionError(f"existingSecret naming the helm-mode Secret was not refused: {refused.stderr}")
+    eq(bundle(), new_helm, "a refused upgrade changes nothing")
+    # The user's own certificate, made as certs/README.md says.
+    out = os.path.join(WORK, "byo-certs")
+    subprocess.run([os.path.join(REPO, "certs", "dev-certs.sh"), ns, svc, out], check=True, capture_output=True,
+                   env={**os.environ, "MIGRATION_INJECTOR_BIN": BIN, "FORCE": "1"})
+    kubectl("apply", "-f", os.path.join(out, "secret.yaml"))
+    byo_bundle = open(os.path.join(out, "cabundle")).read().strip()
+    byo_ca = pem_ders(byo_bundle)
+    upgrade("existingSecret", "--set", f"tls.existingSecret={svc}-serving-tls", "--set", f"tls.caBundle={byo_bundle}")
+    eq(bundle(), byo_ca | new_helm, "helm -> existingSecret: the user's CA and the live one for the upgrade")
+    if exists("secret", f"{svc}-tls", ns=ns):
+        raise AssertionError("the helm-mode Secret outlived the switch (Helm should delete it)")
+    upgrade("existingSecret", "--set", f"tls.existingSecret={svc}-serving-tls", "--set", f"tls.caBundle={byo_bundle}")
+    eq(bundle(), byo_ca, "the next upgrade keeps only the user's CA")
+    # existingSecret -> selfManaged: the live caBundle stays until a replica adds its CA.
+    upgrade("selfManaged", "--set", "tls.existingSecret=", "--set", "tls.caBundle=")
+    eq(bundle(), byo_ca, "existingSecret -> selfManaged keeps the live caBundle")
     subprocess.run([helm, "uninstall", release, "-n", ns], check=True, capture_output=True)
 
 

@@ -84,6 +84,7 @@ Environment (defaults in brackets):
   CHART_DIR [<repo>/charts/migration-injector]  INSTALL_MANIFEST [<repo>/manifests/install.yaml]
   APP_NAMESPACE [migrations-e2e]  APP_NAMESPACE_LABELS [migrations.io/injection=enabled] ("k=v,k2=v2"; "" for none)
   ATLAS_IMAGE [arigaio/atlas:latest-alpine]     EXPECT_SECURITY_CONTEXT [1]
+  MIGRATION_INJECTOR_BIN [] (the CLI certs/dev-certs.sh runs; "" : it builds one with cargo)
 EOF
 }
 
@@ -147,6 +148,9 @@ preflight() {
     docker info >/dev/null 2>&1 || die "docker is installed but its daemon is not reachable ('docker info' failed)"
     # The shared scenario renders app.yaml with tests/e2e/render_app.py.
     python3 -c 'import yaml' 2>/dev/null || die "python3 with PyYAML is required (apt-get install python3-yaml, or pip install pyyaml)"
+    # The existingSecret step makes its certificate with certs/dev-certs.sh, which builds the CLI.
+    [[ -n "${MIGRATION_INJECTOR_BIN:-}" ]] || command -v cargo >/dev/null 2>&1 ||
+      die "cargo is required (certs/dev-certs.sh builds migration-injector), or set MIGRATION_INJECTOR_BIN to a built binary"
     info "docker, kind, kubectl, helm: found; docker daemon: reachable"
   fi
   local f
@@ -278,8 +282,9 @@ main() {
   install_webhook
   run_scenario
   if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
-    run_self_managed_scenario --set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" \
-      --set image.pullPolicy=Never
+    local image=(--set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" --set image.pullPolicy=Never)
+    run_self_managed_scenario "${image[@]}"
+    run_existing_secret_scenario "${image[@]}"
   fi
   availability_report
 }

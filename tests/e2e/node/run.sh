@@ -6,7 +6,9 @@
 #                         availability during a helm upgrade and during a webhook pod's deletion;
 #   tls.mode=selfManaged: reached by a helm upgrade under load (zero failed admissions); both
 #                         replicas serve certificates the API server trusts (chart RBAC only),
-#                         availability during a pod deletion; then back to tls.mode=helm under load.
+#                         availability during a pod deletion;
+#   tls.mode=existingSecret: the user's certificate from certs/dev-certs.sh, reached under load;
+#                         every replica serves it; then back to tls.mode=helm under load.
 # Then the node is taken down (also on failure, after printing the pods' and components' logs).
 #
 # Usage: tests/e2e/node/run.sh
@@ -97,6 +99,8 @@ else
   (cd "$REPO" && cargo build --release --locked --target "$TRIPLE" --bin migration-injector)
   ctx=$REPO
 fi
+# certs/dev-certs.sh (the existingSecret scenario) runs this binary rather than building another.
+export MIGRATION_INJECTOR_BIN=$ctx/target/$TRIPLE/release/migration-injector
 mark "webhook binary"
 
 PHASE="building and pushing images"
@@ -196,8 +200,8 @@ run_scenario
 mark "scenario (tls.mode=helm)"
 run_self_managed_scenario "${CHART_ARGS[@]}"
 mark "scenario (tls.mode=selfManaged)"
-assert_available_during_mode_switch helm "${CHART_ARGS[@]}"
-mark "switch back to tls.mode=helm under load"
+run_existing_secret_scenario "${CHART_ARGS[@]}"
+mark "existingSecret, then helm, under load"
 assert_host_network
 mark "deployment.hostNetwork"
 availability_report
