@@ -5,6 +5,7 @@ Run by tests/e2e/run.sh, which provides E2E_* environment variables and KUBECONF
 
 import base64
 import copy
+import hashlib
 import json
 import os
 import signal
@@ -59,7 +60,12 @@ def free_ports(n):
 
 def eq(actual, expected, what):
     if actual != expected:
-        raise AssertionError(f"{what}:\n  expected {json.dumps(expected)}\n  actual   {json.dumps(actual)}")
+        def show(v):
+            # Sets of DER certificates (pem_ders) print as their count and fingerprints.
+            if isinstance(v, (set, frozenset)):
+                return f"{len(v)} certificate(s) {sorted(hashlib.sha256(d).hexdigest()[:12] for d in v)}"
+            return json.dumps(v)
+        raise AssertionError(f"{what}:\n  expected {show(expected)}\n  actual   {show(actual)}")
 
 
 class Webhook:
@@ -735,9 +741,29 @@ def s15_tls_mode_switch_keeps_the_old_ca():
     def bundle():
         return pem_ders(mwc()["webhooks"][0]["clientConfig"].get("caBundle"))
 
+    def render(mode):
+        # helm template --dry-run=server: lookup reads the live cluster, nothing is applied (no
+        # cert-manager here, so its kinds could not be installed).
+        out = subprocess.run([helm, "template", release, chart, "-n", ns, "--dry-run=server",
+                              "--set", f"tls.mode={mode}", "--set", "webhook.namespaceSelectorMode=optIn"],
+                             check=True, capture_output=True, text=True).stdout
+        return [d for d in yaml.safe_load_all(out) if d]
+
     upgrade("helm")
     helm_ca = bundle()
     eq(len(helm_ca), 1, "helm mode: its CA")
+    # helm -> certManager: the live caBundle is rendered (helm's merge would otherwise remove it
+    # before cainjector writes cert-manager's CA), and cert-manager gets a Secret of its own.
+    docs = render("certManager")
+    cm_mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
+    eq(pem_ders(cm_mwc["webhooks"][0]["clientConfig"].get("caBundle")), helm_ca,
+       "helm -> certManager renders the live caBundle")
+    if "cert-manager.io/inject-ca-from" not in cm_mwc["metadata"].get("annotations", {}):
+        raise AssertionError("certManager mode without the cainjector annotation")
+    helm_secret = next(d for d in render("helm") if d["kind"] == "Secret")["metadata"]["name"]
+    cm_secrets = {d["spec"]["secretName"] for d in docs if d["kind"] == "Certificate"}
+    if helm_secret in cm_secrets:
+        raise AssertionError(f"cert-manager would write into helm mode's Secret {helm_secret}")
     upgrade("selfManaged")
     eq(bundle(), helm_ca, "helm -> selfManaged keeps the live caBundle")
     env = {e["name"]: e.get("value") for e in

@@ -122,8 +122,8 @@ case_ default -- \
   "{p['name']: p['containerPort'] for p in ctr['ports']} == {'webhook': 8443, 'admin': 8080}" \
   "ctr['args'] == ['serve']" \
   "ctr['volumeMounts'] == [{'name': 'tls', 'mountPath': '/etc/migration-injector/tls', 'readOnly': True}]" \
-  "pod['volumes'][0]['secret']['secretName'] == '$FULL-tls'" \
-  "[c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['secretName'] == '$FULL-tls'" \
+  "pod['volumes'][0]['secret']['secretName'] == '$FULL-cert-manager-tls'" \
+  "[c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['secretName'] == '$FULL-cert-manager-tls'" \
   "'$FULL.$NS.svc' in [c for c in all_of('Certificate') if c['metadata']['name'] == '$FULL-tls'][0]['spec']['dnsNames']" \
   "ctr['resources']['requests'] and ctr['resources']['limits']" \
   "'nodeSelector' not in pod and 'tolerations' not in pod" \

@@ -85,6 +85,10 @@ A JSON list.
 {{- required "tls.existingSecret is required when tls.mode=existingSecret" .Values.tls.existingSecret }}
 {{- else if and (eq .Values.tls.mode "url") .Values.tls.existingSecret }}
 {{- .Values.tls.existingSecret }}
+{{- else if eq .Values.tls.mode "certManager" }}
+{{- /* Not helm mode's name: in a switch between the two, neither Helm nor cert-manager takes
+over (or deletes) the other's Secret. */}}
+{{- printf "%s-cert-manager-tls" (include "migration-injector.fullname" .) }}
 {{- else }}
 {{- printf "%s-tls" (include "migration-injector.fullname" .) }}
 {{- end }}
