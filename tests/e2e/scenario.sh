@@ -779,8 +779,10 @@ assert_own_upgrade_while_down() {
       failed "unexpected error for an annotated Deployment while the webhook is down: $out"
     fi
   fi
+  local stamp="<n>"
+  ((DRY_RUN)) || stamp="$(date +%s)"
   run "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --namespace "$WEBHOOK_NAMESPACE" --reuse-values \
-    --set-string "deployment.podAnnotations.e2e-down=$(date +%s)" --wait --timeout "${TIMEOUT}s" ||
+    --set-string "deployment.podAnnotations.e2e-down=$stamp" --wait --timeout "${TIMEOUT}s" ||
     failed "helm upgrade of the webhook's own release while it is down"
   ((DRY_RUN)) && return 0
   expect "webhook replicas ready again (helm restored spec.replicas)" "$replicas" \

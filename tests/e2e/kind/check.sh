@@ -178,7 +178,9 @@ contains_in_order "dry run prints the main steps in order" "$out" \
   "rollout restart deployment/migrations-demo" \
   "--name migrations-broken --image migrations:broken" \
   "Webhook availability (failurePolicy Fail): admissions during a helm upgrade" \
-  "admissions while one webhook pod is deleted" "tls.mode=selfManaged" \
+  "admissions while one webhook pod is deleted" \
+  "The webhook never blocks its own upgrade" "scale deployment/migration-injector --replicas=0" \
+  "deployment.podAnnotations.e2e-down=" "tls.mode=selfManaged" \
   "certs/dev-certs.sh migration-injector migration-injector" "switches to tls.mode=existingSecret" \
   "--set tls.existingSecret=migration-injector-serving-tls" "switches to tls.mode=helm" \
   "kind delete cluster --name migration-injector-e2e" "==> dry run: nothing was executed"
