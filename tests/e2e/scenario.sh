@@ -732,28 +732,27 @@ run_self_managed_scenario() {
   assert_self_managed_certs
 }
 
-# run_existing_secret_scenario [helm args...]: the user's own certificate, made as certs/README.md
-# says (certs/dev-certs.sh; MIGRATION_INJECTOR_BIN names the binary, else it builds one), switched
-# to under load (tls.mode=existingSecret); every replica serves it; then back to tls.mode=helm
-# under load. Both switches: zero failed admissions.
+# run_existing_secret_scenario [helm args...]: from tls.mode=helm, the user's own certificate,
+# made as certs/README.md says (certs/dev-certs.sh; MIGRATION_INJECTOR_BIN names the binary, else
+# it builds one), switched to under load (tls.mode=existingSecret): zero failed admissions, Helm
+# deleted the helm-mode Secret, every replica serves the user's certificate.
 run_existing_secret_scenario() {
-  local svc certs bundle=""
+  local svc certs bundle="" repo
   svc="$(webhook_deployment)"
+  repo="${REPO_ROOT:-${REPO:-$(cd "$E2E_DIR/../.." && pwd)}}"
   if ((DRY_RUN)); then certs="<dir>"; else certs="$(mktemp -d)"; fi
   step "tls.mode=existingSecret: the user's certificate (certs/dev-certs.sh) in Secret $svc-serving-tls"
-  run "$(cd "$E2E_DIR/../.." && pwd)/certs/dev-certs.sh" "$WEBHOOK_NAMESPACE" "$svc" "$certs" || failed "certs/dev-certs.sh"
+  run "$repo/certs/dev-certs.sh" "$WEBHOOK_NAMESPACE" "$svc" "$certs" || failed "certs/dev-certs.sh"
   run "${KUBECTL[@]}" apply -f "$certs/secret.yaml" || failed "creating Secret $svc-serving-tls"
   ((DRY_RUN)) || bundle="$(cat "$certs/cabundle")"
   assert_available_during_mode_switch existingSecret "$@" --set "tls.existingSecret=$svc-serving-tls" \
     --set "tls.caBundle=${bundle:-<caBundle>}"
-  if ((DRY_RUN == 0)); then
-    expect "the helm-mode Secret is gone (Helm deleted it)" "" \
-      "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get secrets --ignore-not-found -o name "$svc-tls"
-    assert_replicas_serve "$svc" "$certs/ca.crt" "the user's CA alone"
-  fi
+  ((DRY_RUN)) && return 0
+  expect "the helm-mode Secret is gone (Helm deleted it on the switch)" "" \
+    "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get secrets --ignore-not-found -o name "$svc-tls"
+  assert_replicas_serve "$svc" "$certs/ca.crt" "the user's CA alone"
   checkpoint "existingSecret serves the user's certificate"
-  assert_available_during_mode_switch helm "$@" --set tls.existingSecret= --set tls.caBundle=
-  ((DRY_RUN)) || rm -rf "$certs"
+  rm -rf "$certs"
 }
 
 # assert_own_upgrade_while_down: with every webhook pod gone and failurePolicy Fail, an annotated
@@ -762,13 +761,16 @@ run_existing_secret_scenario() {
 # needs no namespace label (Kubernetes 1.20 sets no kubernetes.io/metadata.name).
 assert_own_upgrade_while_down() {
   step "The webhook never blocks its own upgrade: helm upgrade with every webhook pod down (failurePolicy Fail)"
-  local dep replicas
+  local dep replicas="" pods="<pods>"
   dep="$(webhook_deployment)"
-  ((DRY_RUN)) || replicas="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$dep" -o 'jsonpath={.spec.replicas}')"
+  if ((DRY_RUN == 0)); then
+    replicas="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$dep" -o 'jsonpath={.spec.replicas}')"
+    pods="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" -o name | tr '\n' ' ')"
+  fi
   # The scale subresource is not among the webhook's rules, so this works while it is down.
   run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" scale "deployment/$dep" --replicas=0 || failed "scaling $dep to 0"
-  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" wait --for=delete pod -l "app.kubernetes.io/instance=$HELM_RELEASE" \
-    --timeout="${TIMEOUT}s" || failed "webhook pods still there"
+  # shellcheck disable=SC2086 # one word per pod
+  run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" wait --for=delete $pods --timeout="${TIMEOUT}s" || failed "webhook pods still there"
   if ((DRY_RUN == 0)); then
     local out
     if out="$(app_manifest own-upgrade-probe "$MIGRATIONS_IMAGE" 0 | "${KUBECTL[@]}" -n "$APP_NAMESPACE" create --dry-run=server -f - 2>&1)"; then
@@ -784,9 +786,10 @@ assert_own_upgrade_while_down() {
   run "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --namespace "$WEBHOOK_NAMESPACE" --reuse-values \
     --set-string "deployment.podAnnotations.e2e-down=$stamp" --wait --timeout "${TIMEOUT}s" ||
     failed "helm upgrade of the webhook's own release while it is down"
-  ((DRY_RUN)) && return 0
-  expect "webhook replicas ready again (helm restored spec.replicas)" "$replicas" \
-    "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$dep" -o 'jsonpath={.status.readyReplicas}'
+  if ((DRY_RUN == 0)); then
+    expect "webhook replicas ready again (helm restored spec.replicas)" "$replicas" \
+      "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$dep" -o 'jsonpath={.status.readyReplicas}'
+  fi
   checkpoint "own upgrade while down"
   wait_for_webhook
 }

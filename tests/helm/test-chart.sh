@@ -173,6 +173,10 @@ case_ existing --set tls.mode=existingSecret --set tls.existingSecret=my-tls --s
   "pod['volumes'][0]['secret']['secretName'] == 'my-tls'"
 reject existing-no-ca "tls.caBundle .*required" --set tls.mode=existingSecret --set tls.existingSecret=my-tls
 reject existing-no-secret "tls.existingSecret is required" --set tls.mode=existingSecret --set tls.caBundle=QUJD
+reject existing-helm-secret "the Secret tls.mode=helm generates for this release" --set tls.mode=existingSecret \
+  --set "tls.existingSecret=$FULL-tls" --set tls.caBundle=QUJD
+reject url-helm-secret "the Secret tls.mode=helm generates for this release" --set tls.mode=url \
+  --set webhook.url=https://10.1.2.3:8443/mutate --set "tls.existingSecret=$FULL-tls"
 
 section "TLS mode url (webhook outside the cluster)"
 case_ url --set tls.mode=url --set webhook.url=https://10.1.2.3:8443/mutate --set tls.caBundle=QUJD --set deployment.enabled=false -- \

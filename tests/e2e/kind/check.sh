@@ -180,9 +180,10 @@ contains_in_order "dry run prints the main steps in order" "$out" \
   "Webhook availability (failurePolicy Fail): admissions during a helm upgrade" \
   "admissions while one webhook pod is deleted" \
   "The webhook never blocks its own upgrade" "scale deployment/migration-injector --replicas=0" \
-  "deployment.podAnnotations.e2e-down=" "tls.mode=selfManaged" \
+  "deployment.podAnnotations.e2e-down=" \
   "certs/dev-certs.sh migration-injector migration-injector" "switches to tls.mode=existingSecret" \
-  "--set tls.existingSecret=migration-injector-serving-tls" "switches to tls.mode=helm" \
+  "--set tls.existingSecret=migration-injector-serving-tls" "switches to tls.mode=selfManaged" \
+  "admissions while one webhook pod is deleted" "switches to tls.mode=helm" \
   "kind delete cluster --name migration-injector-e2e" "==> dry run: nothing was executed"
 if [[ ! -s "$TMP/dry.log" ]]; then pass "dry run executed none of docker/kind/kubectl/helm"
 else fail "dry run executed: $(tr '\n' ';' <"$TMP/dry.log")"; fi

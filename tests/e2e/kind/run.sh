@@ -284,8 +284,9 @@ main() {
   if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
     assert_own_upgrade_while_down
     local image=(--set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" --set image.pullPolicy=Never)
-    run_self_managed_scenario "${image[@]}"
     run_existing_secret_scenario "${image[@]}"
+    run_self_managed_scenario "${image[@]}" --set tls.existingSecret= --set tls.caBundle=
+    assert_available_during_mode_switch helm "${image[@]}"
   fi
   availability_report
 }

@@ -6,11 +6,11 @@
 #                         availability during a helm upgrade and during a webhook pod's deletion;
 #                         with every webhook pod down, helm upgrade of the release itself succeeds
 #                         (Kubernetes 1.20: no namespace name label) while an app is refused;
-#   tls.mode=selfManaged: reached by a helm upgrade under load (zero failed admissions); both
-#                         replicas serve certificates the API server trusts (chart RBAC only),
-#                         availability during a pod deletion;
-#   tls.mode=existingSecret: the user's certificate from certs/dev-certs.sh, reached under load;
-#                         every replica serves it; then back to tls.mode=helm under load.
+#   tls.mode=existingSecret: the user's certificate from certs/dev-certs.sh, reached from helm by a
+#                         helm upgrade under load (zero failed admissions); every replica serves it;
+#   tls.mode=selfManaged: reached from existingSecret the same way; both replicas serve
+#                         certificates the API server trusts (chart RBAC only), availability during
+#                         a pod deletion; then back to tls.mode=helm under load.
 # Then the node is taken down (also on failure, after printing the pods' and components' logs).
 #
 # Usage: tests/e2e/node/run.sh
@@ -202,10 +202,12 @@ run_scenario
 mark "scenario (tls.mode=helm)"
 assert_own_upgrade_while_down
 mark "own upgrade with the webhook down"
-run_self_managed_scenario "${CHART_ARGS[@]}"
-mark "scenario (tls.mode=selfManaged)"
 run_existing_secret_scenario "${CHART_ARGS[@]}"
-mark "existingSecret, then helm, under load"
+mark "helm -> existingSecret under load"
+run_self_managed_scenario "${CHART_ARGS[@]}" --set tls.existingSecret= --set tls.caBundle=
+mark "-> selfManaged under load, scenario"
+assert_available_during_mode_switch helm "${CHART_ARGS[@]}"
+mark "selfManaged -> helm under load"
 assert_host_network
 mark "deployment.hostNetwork"
 availability_report
