@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use migration_injector::mutate::InjectorConfig;
-use migration_injector::tls::{self, self_managed::SelfManaged, CertSource};
+use migration_injector::tls::managed_bundle::ManagedBundle;
+use migration_injector::tls::self_managed::{BundleTarget, SelfManaged};
+use migration_injector::tls::{self, CertSource};
 use migration_injector::webhook::{shutdown, Limits, Server, ServerOptions, Stopped};
 use tracing_subscriber::EnvFilter;
 
@@ -45,6 +47,23 @@ pub struct ServeArgs {
         requires = "tls_cert_file"
     )]
     pub tls_key_file: Option<PathBuf>,
+    /// With the TLS files: keep the caBundle of --webhook-config-name trusting the CA in
+    /// --tls-ca-file, recorded per replica (--pod-name) as --self-managed does, and serve a
+    /// certificate of a new CA only once the caBundle trusts it (instead of cert-manager's
+    /// cainjector, which drops the old CA while old pods still serve it).
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_MANAGE_CA_BUNDLE",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub manage_ca_bundle: bool,
+    /// With --manage-ca-bundle: PEM of the CA that signed the served certificate (a
+    /// kubernetes.io/tls Secret's ca.crt).
+    #[arg(long, env = "MIGRATION_INJECTOR_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Generate an in-memory CA and a serving certificate for localhost and 127.0.0.1.
     #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
     pub self_signed: bool,
@@ -80,7 +99,8 @@ pub struct ServeArgs {
         default_value = "migration-injector-self-managed-ca"
     )]
     pub ca_secret_name: String,
-    /// With --self-managed: the MutatingWebhookConfiguration whose caBundle is kept current.
+    /// With --self-managed or --manage-ca-bundle: the MutatingWebhookConfiguration whose
+    /// caBundle is kept current.
     #[arg(
         long,
         env = "MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME",
@@ -90,14 +110,16 @@ pub struct ServeArgs {
     /// With --self-managed: extra IP addresses for the serving certificate (comma-separated).
     #[arg(long, env = "MIGRATION_INJECTOR_CERT_IPS", value_delimiter = ',')]
     pub cert_ips: Vec<IpAddr>,
-    /// With --self-managed: this replica's unique name (the pod name; default: $HOSTNAME), under
-    /// which it records on the webhook configuration the CAs it needs trusted.
+    /// With --self-managed or --manage-ca-bundle: this replica's unique name (the pod name;
+    /// default: $HOSTNAME), under which it records on the webhook configuration the CAs it needs
+    /// trusted.
     #[arg(long, env = "MIGRATION_INJECTOR_POD_NAME")]
     pub pod_name: Option<String>,
     /// With --self-managed: validity of each serving certificate, renewed with a third left.
     #[arg(long, env = "MIGRATION_INJECTOR_SELF_MANAGED_CERT_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=825))]
     pub self_managed_cert_days: u32,
-    /// With --self-managed: seconds between checks of the certificate's age and the caBundle.
+    /// With --self-managed or --manage-ca-bundle: seconds between checks of the caBundle (and,
+    /// self-managed, of the certificate's age).
     #[arg(long, env = "MIGRATION_INJECTOR_SELF_MANAGED_CHECK_INTERVAL", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub self_managed_check_interval: u64,
     /// Seconds between checks of the cert and key files for a rotation.
@@ -181,11 +203,26 @@ fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
 }
 
 impl ServeArgs {
+    /// This replica's name for its record on the webhook configuration. A shared name would let
+    /// replicas overwrite each other's record of the CAs they need, so there is no made-up default.
+    fn replica(&self, flag: &str) -> Result<String> {
+        self.pod_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|n| !n.is_empty())
+            .with_context(|| {
+                format!("{flag} needs --pod-name (or $HOSTNAME): a name unique among the replicas")
+            })
+    }
+
     /// The certificate source the flags choose; conflicting flags are refused.
     fn cert_source(&self) -> Result<CertSource> {
         if self.self_managed {
             if self.self_signed || self.tls_cert_file.is_some() || self.tls_key_file.is_some() {
                 bail!("--self-managed manages the certificate itself: drop --self-signed, --tls-cert-file and --tls-key-file");
+            }
+            if self.manage_ca_bundle {
+                bail!("--self-managed keeps the caBundle itself: drop --manage-ca-bundle");
             }
             return Ok(CertSource::SelfManaged {
                 config: SelfManaged {
@@ -198,19 +235,15 @@ impl ServeArgs {
                     webhook_config: self.webhook_config_name.clone(),
                     extra_ips: self.cert_ips.clone(),
                     cert_days: self.self_managed_cert_days,
-                    // A shared name would let replicas overwrite each other's record of the CAs
-                    // they need, so there is no made-up default.
-                    replica: self
-                        .pod_name
-                        .clone()
-                        .or_else(|| std::env::var("HOSTNAME").ok())
-                        .filter(|n| !n.is_empty())
-                        .context("--self-managed needs --pod-name (or $HOSTNAME): a name unique among the replicas")?,
+                    replica: self.replica("--self-managed")?,
                 },
                 check_interval: Duration::from_secs(self.self_managed_check_interval),
             });
         }
         if self.self_signed {
+            if self.manage_ca_bundle {
+                bail!("--manage-ca-bundle works with --tls-cert-file/--tls-key-file/--tls-ca-file, not --self-signed");
+            }
             return Ok(CertSource::SelfSigned {
                 ca_out: self.self_signed_ca_out.clone(),
             });
@@ -219,10 +252,25 @@ impl ServeArgs {
         else {
             bail!("give --tls-cert-file and --tls-key-file, --self-signed or --self-managed");
         };
+        let managed_bundle = if self.manage_ca_bundle {
+            Some(ManagedBundle {
+                target: BundleTarget {
+                    webhook_config: self.webhook_config_name.clone(),
+                    replica: self.replica("--manage-ca-bundle")?,
+                },
+                ca_file: self.tls_ca_file.clone().context(
+                    "--manage-ca-bundle needs --tls-ca-file: the CA that signed the served certificate (the Secret's ca.crt)",
+                )?,
+                check_interval: Duration::from_secs(self.self_managed_check_interval),
+            })
+        } else {
+            None
+        };
         Ok(CertSource::Files {
             cert,
             key,
             reload_interval: Duration::from_secs(self.cert_reload_interval),
+            managed_bundle,
         })
     }
 

@@ -1,9 +1,11 @@
 //! The webhook's TLS: the served certificate and its store ([`store`]), certificate files and
-//! their reload ([`files`]), CA and certificate generation ([`ca`]), and self-managed
-//! certificates kept in the cluster ([`self_managed`]).
+//! their reload ([`files`]), CA and certificate generation ([`ca`]), self-managed
+//! certificates kept in the cluster ([`self_managed`]), and a caBundle kept by the replicas for
+//! certificates from files ([`managed_bundle`]).
 
 pub mod ca;
 pub mod files;
+pub mod managed_bundle;
 pub mod self_managed;
 pub mod store;
 
@@ -19,11 +21,13 @@ use std::time::Duration;
 /// Where the served certificate comes from.
 #[derive(Debug, Clone)]
 pub enum CertSource {
-    /// PEM files (a mounted Secret), re-read every `reload_interval`.
+    /// PEM files (a mounted Secret), re-read every `reload_interval`; with `managed_bundle`, the
+    /// caBundle is kept trusting their CA and a certificate of a new CA waits until it does.
     Files {
         cert: PathBuf,
         key: PathBuf,
         reload_interval: Duration,
+        managed_bundle: Option<managed_bundle::ManagedBundle>,
     },
     /// An in-memory CA and a certificate for localhost, 127.0.0.1 and ::1; the CA is written to
     /// `ca_out` for clients.
@@ -51,7 +55,7 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("connecting to the Kubernetes API for self-managed certificates")]
+    #[error("connecting to the Kubernetes API (self-managed certificates, or the caBundle kept by the replicas)")]
     Client(#[source] kube::Error),
 }
 
@@ -63,6 +67,7 @@ pub async fn start(source: CertSource) -> Result<Arc<CertStore>, StartError> {
             cert,
             key,
             reload_interval,
+            managed_bundle,
         } => {
             let mut files = CertFiles::new(cert, key);
             let loaded = files.reload()?.ok_or_else(|| {
@@ -73,7 +78,28 @@ pub async fn start(source: CertSource) -> Result<Arc<CertStore>, StartError> {
                 ))
             })?;
             let store = CertStore::new(loaded);
-            tokio::spawn(watch(files, store.clone(), reload_interval));
+            match managed_bundle {
+                None => {
+                    tokio::spawn(watch(files, store.clone(), reload_interval));
+                }
+                Some(cfg) => {
+                    let client = kube::Client::try_default()
+                        .await
+                        .map_err(StartError::Client)?;
+                    // Not ready until a check has seen the caBundle trust what is served.
+                    store.set_problem(Some(format!(
+                        "the caBundle of {} is not yet confirmed to trust the served certificate",
+                        cfg.target.webhook_config
+                    )));
+                    tokio::spawn(managed_bundle::maintain(
+                        client,
+                        cfg,
+                        files,
+                        store.clone(),
+                        reload_interval,
+                    ));
+                }
+            }
             Ok(store)
         }
         CertSource::SelfSigned { ca_out } => {

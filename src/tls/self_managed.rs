@@ -70,6 +70,21 @@ impl SelfManaged {
     fn dns_names(&self) -> Vec<String> {
         certs::service_dns_names(&self.service, &self.namespace)
     }
+
+    fn target(&self) -> BundleTarget {
+        BundleTarget {
+            webhook_config: self.webhook_config.clone(),
+            replica: self.replica.clone(),
+        }
+    }
+}
+
+/// The webhook configuration whose caBundle a replica keeps, and the replica's unique name,
+/// under which it records the CAs it needs trusted.
+#[derive(Debug, Clone)]
+pub struct BundleTarget {
+    pub webhook_config: String,
+    pub replica: String,
 }
 
 /// The CA every replica shares, read from or created in the Secret.
@@ -183,7 +198,7 @@ const MAX_CLAIMED: usize = 16;
 const PREVIOUS_TTL_SECONDS: i64 = 600;
 /// Time for the API server to load a changed caBundle before a certificate from a new CA is
 /// served (its webhook configuration informer takes well under a second).
-const BUNDLE_PICKUP: Duration = Duration::from_secs(2);
+pub(crate) const BUNDLE_PICKUP: Duration = Duration::from_secs(2);
 
 /// A short stable identifier of a CA: the end of its public key.
 fn fingerprint(der: &[u8]) -> Option<String> {
@@ -193,7 +208,7 @@ fn fingerprint(der: &[u8]) -> Option<String> {
     Some(tail.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn pem_ders(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+pub(crate) fn pem_ders(pem: &[u8]) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)
@@ -260,7 +275,7 @@ pub fn wanted_bundle(
 /// as stored, or `None` when the configuration does not exist (yet).
 async fn sync_bundle(
     client: &Client,
-    cfg: &SelfManaged,
+    cfg: &BundleTarget,
     secret_ca: Option<&[u8]>,
     mine: &[Vec<u8>],
     stale_after: i64,
@@ -466,16 +481,16 @@ async fn sync_bundle(
 
 /// The caBundle after a sync, and whether the sync had to add a CA this replica needs (the API
 /// server then needs a moment before it trusts a certificate from it).
-struct Synced {
-    bundle: Vec<CertificateDer<'static>>,
-    added_mine: bool,
+pub(crate) struct Synced {
+    pub(crate) bundle: Vec<CertificateDer<'static>>,
+    pub(crate) added_mine: bool,
 }
 
 /// Syncs, retrying at once (with a little jitter) when another replica wrote in between, so
 /// replicas started together do not each lose a whole interval.
-async fn sync_with_retries(
+pub(crate) async fn sync_with_retries(
     client: &Client,
-    cfg: &SelfManaged,
+    cfg: &BundleTarget,
     secret_ca: Option<&[u8]>,
     mine: &[Vec<u8>],
     stale_after: i64,
@@ -495,11 +510,15 @@ async fn sync_with_retries(
 }
 
 /// Whether the served leaf is signed by one of `bundle`'s CAs: what the API server checks.
-fn trusted_by(store: &CertStore, bundle: &[CertificateDer<'_>]) -> bool {
-    let Some(leaf) = store.leaf_der() else {
-        return false;
-    };
-    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(&leaf) else {
+pub(crate) fn trusted_by(store: &CertStore, bundle: &[CertificateDer<'_>]) -> bool {
+    store
+        .leaf_der()
+        .is_some_and(|leaf| signed_by(&leaf, bundle))
+}
+
+/// Whether the certificate `leaf` (DER) is signed by one of `bundle`'s CAs.
+pub(crate) fn signed_by(leaf: &[u8], bundle: &[CertificateDer<'_>]) -> bool {
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf) else {
         return false;
     };
     bundle.iter().any(|ca| {
@@ -559,6 +578,7 @@ pub async fn maintain(
     interval: Duration,
 ) {
     let stale_after = i64::try_from(interval.as_secs().max(1) * 3).unwrap_or(i64::MAX);
+    let target = cfg.target();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -588,7 +608,7 @@ pub async fn maintain(
         let secret_ca = latest.as_ref().map(|l| der_of(&l.cert_pem()));
         let synced = match sync_with_retries(
             &client,
-            &cfg,
+            &target,
             secret_ca.as_deref(),
             &mine,
             stale_after,

@@ -832,6 +832,105 @@ def s15_tls_mode_switch_keeps_the_old_ca():
     subprocess.run([helm, "uninstall", release, "-n", ns], check=True, capture_output=True)
 
 
+def s16_replicas_keep_the_ca_bundle_for_files():
+    """`serve --manage-ca-bundle` with certificate files (what cert-manager or an existing Secret
+    mounts): the replica adds the CA of its files beside the live one (another mode's, kept),
+    and when the files change to a certificate of a new CA it serves it only once the caBundle
+    holds that CA; the retired CA then leaves, the other mode's stays for its ten minutes."""
+    helm = subprocess.run([os.path.join(REPO, "tests", "tools", "install-helm.sh")],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    ns = release = "mi-files"
+    chart = os.path.join(REPO, "charts", "migration-injector")
+    subprocess.run([helm, "upgrade", "--install", release, chart, "-n", ns, "--create-namespace",
+                    "--set", "tls.mode=helm", "--set", "webhook.namespaceSelectorMode=optIn",
+                    "--set", "webhook.failurePolicy=Ignore", "--set", "deployment.enabled=false", "--wait=false"],
+                   check=True, capture_output=True, text=True)
+    items = json.loads(kubectl("get", "mutatingwebhookconfiguration", "-l",
+                               f"app.kubernetes.io/instance={release}", "-o", "json").stdout)["items"]
+    mwc_name = items[0]["metadata"]["name"]
+
+    def bundle():
+        return pem_ders(get("mutatingwebhookconfiguration", mwc_name)["webhooks"][0]["clientConfig"].get("caBundle"))
+
+    helm_ca = bundle()
+    eq(len(helm_ca), 1, "helm mode: its CA")
+
+    def generate(name):
+        out = os.path.join(WORK, f"files-{name}")
+        subprocess.run([BIN, "certs", "generate", "--service", "files", "--namespace", ns, "--out", out,
+                        "--ip", "127.0.0.1", "--force"], check=True, capture_output=True)
+        return out
+
+    def install(src, dst):
+        # As kubelet updates a Secret volume: the new files appear at once (rename).
+        os.makedirs(dst, exist_ok=True)
+        for f in ("ca.crt", "tls.crt", "tls.key"):
+            tmp = os.path.join(dst, f".{f}.tmp")
+            with open(os.path.join(src, f), "rb") as i, open(tmp, "wb") as o:
+                o.write(i.read())
+            os.replace(tmp, os.path.join(dst, f))
+
+    served_dir = os.path.join(WORK, "files-served")
+    first, second = generate("a"), generate("b")
+    install(first, served_dir)
+    ca_a = pem_ders(open(os.path.join(first, "ca.crt")).read())
+    ca_b = pem_ders(open(os.path.join(second, "ca.crt")).read())
+    port, admin = free_ports(2)
+    log = open(os.path.join(WORK, "files-replica.log"), "w")
+    replica = subprocess.Popen(
+        [BIN, "serve", "--tls-cert-file", os.path.join(served_dir, "tls.crt"),
+         "--tls-key-file", os.path.join(served_dir, "tls.key"), "--tls-ca-file", os.path.join(served_dir, "ca.crt"),
+         "--manage-ca-bundle", "--webhook-config-name", mwc_name, "--pod-name", "files-0",
+         "--self-managed-check-interval", "1", "--cert-reload-interval", "1", "--shutdown-delay-seconds", "0",
+         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], stdout=log, stderr=log)
+
+    def ready():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=1).status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def served_ca():
+        leaf = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port), timeout=2))
+        return "a" if leaf in served_a else "b" if leaf in served_b else "?"
+
+    served_a = pem_ders(open(os.path.join(first, "tls.crt")).read())
+    served_b = pem_ders(open(os.path.join(second, "tls.crt")).read())
+    try:
+        for _ in range(60):
+            time.sleep(0.25)
+            if ready():
+                break
+        else:
+            raise AssertionError("the replica never became ready: " + open(os.path.join(WORK, "files-replica.log")).read()[-2000:])
+        eq(bundle(), helm_ca | ca_a, "the files' CA added beside the live one")
+        # The files change to a certificate of a new CA: it is served only once trusted.
+        install(second, served_dir)
+        seen_b = False
+        for _ in range(80):
+            now = served_ca()
+            trusted = bundle()
+            if now == "b":
+                if not ca_b <= trusted:
+                    raise AssertionError("the replica served a certificate of a CA the caBundle does not hold")
+                seen_b = True
+                break
+            time.sleep(0.1)
+        if not seen_b:
+            raise AssertionError("the replica never took the new certificate")
+        for _ in range(40):
+            if bundle() == helm_ca | ca_b:
+                break
+            time.sleep(0.25)
+        eq(bundle(), helm_ca | ca_b, "the retired CA left; the other mode's CA stays for its ten minutes")
+        if not ready():
+            raise AssertionError("not ready after the rotation")
+    finally:
+        replica.send_signal(signal.SIGTERM)
+        replica.wait(timeout=15)
+    subprocess.run([helm, "uninstall", release, "-n", ns], check=True, capture_output=True)
+
+
 def main():
     webhook = Webhook()
     webhook.start()
@@ -854,6 +953,8 @@ def main():
          lambda: s13_own_upgrade_while_down(webhook)),
         ("14 migration-injector check diagnoses each broken piece", s14_check_diagnoses),
         ("15 TLS mode switches keep the old pods' CA trusted", s15_tls_mode_switch_keeps_the_old_ca),
+        ("16 replicas keep the caBundle for certificate files (--manage-ca-bundle)",
+         s16_replicas_keep_the_ca_bundle_for_files),
     ]
     only = os.environ.get("E2E_ONLY")
     if only and not any(title.startswith(only + " ") for title, _ in scenarios):
