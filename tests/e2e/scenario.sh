@@ -706,21 +706,25 @@ run_scenario() {
 assert_available_during_mode_switch() {
   local mode=$1
   shift
-  step "Webhook availability (failurePolicy Fail): admissions while helm upgrade switches to tls.mode=$mode"
-  ((DRY_RUN)) && { show "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --reuse-values --set "tls.mode=$mode" "$@" --wait; return 0; }
+  SWITCH_WHAT="${SWITCH_WHAT:-tls.mode=$mode}"
+  step "Webhook availability (failurePolicy Fail): admissions while helm upgrade switches to $SWITCH_WHAT"
+  ((DRY_RUN)) && { show "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --reuse-values --set "tls.mode=$mode" "$@" --wait; SWITCH_WHAT=""; return 0; }
   local before
   before="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" -o name | sort | tr '\n' ' ')"
   admission_loop_start "switch-${mode,,}"
   sleep 3
   run "${HELM[@]}" upgrade "$HELM_RELEASE" "$CHART_DIR" --namespace "$WEBHOOK_NAMESPACE" --reuse-values \
-    --set "tls.mode=$mode" "$@" --wait --timeout "${TIMEOUT}s" || failed "helm upgrade to tls.mode=$mode"
+    --set "tls.mode=$mode" "$@" --wait --timeout "${TIMEOUT}s" || failed "helm upgrade to $SWITCH_WHAT"
   run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" rollout status "deployment/$(webhook_deployment)" --timeout="${TIMEOUT}s" || failed "rollout"
   # shellcheck disable=SC2086 # one word per pod
   run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" wait --for=delete $before --timeout="${TIMEOUT}s" || failed "old webhook pods still there"
   sleep 3
-  admission_loop_stop "helm upgrade to tls.mode=$mode"
-  checkpoint "availability during the switch to tls.mode=$mode"
+  admission_loop_stop "helm upgrade to $SWITCH_WHAT"
+  checkpoint "availability during the switch to $SWITCH_WHAT"
+  SWITCH_WHAT=""
 }
+# SWITCH_WHAT: how the next assert_available_during_mode_switch names its change (default: the mode).
+SWITCH_WHAT=""
 
 # run_self_managed_scenario [helm args...]: switch to tls.mode=selfManaged under load; both
 # replicas serve trusted certificates; admissions survive a pod deletion.
@@ -752,6 +756,39 @@ run_existing_secret_scenario() {
     "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get secrets --ignore-not-found -o name "$svc-tls"
   assert_replicas_serve "$svc" "$certs/ca.crt" "the user's CA alone"
   checkpoint "existingSecret serves the user's certificate"
+  rm -rf "$certs"
+}
+
+# run_managed_ca_bundle_scenario [helm args...]: in tls.mode=existingSecret, tls.manageCaBundle
+# turned on by a helm upgrade under load, then the Secret replaced by one of a new CA under load
+# (what a CA rotation does): each replica adds the new CA to the caBundle before it serves a
+# certificate of it, so not one admission fails; then every replica serves the new certificate.
+run_managed_ca_bundle_scenario() {
+  local svc certs repo pod pods
+  svc="$(webhook_deployment)"
+  repo="${REPO_ROOT:-${REPO:-$(cd "$E2E_DIR/../.." && pwd)}}"
+  SWITCH_WHAT="tls.manageCaBundle=true (tls.mode=existingSecret)"
+  assert_available_during_mode_switch existingSecret "$@" --set tls.manageCaBundle=true
+  step "tls.manageCaBundle: the Secret $svc-serving-tls replaced by a certificate of a new CA, under load"
+  if ((DRY_RUN)); then certs="<dir>"; else certs="$(mktemp -d)"; fi
+  run env FORCE=1 "$repo/certs/dev-certs.sh" "$WEBHOOK_NAMESPACE" "$svc" "$certs" || failed "certs/dev-certs.sh"
+  ((DRY_RUN)) || admission_loop_start rotate
+  run "${KUBECTL[@]}" apply -f "$certs/secret.yaml" || failed "replacing Secret $svc-serving-tls"
+  ((DRY_RUN)) && return 0
+  pods="$("${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get pods -l "app.kubernetes.io/instance=$HELM_RELEASE" \
+    --field-selector=status.phase=Running -o 'jsonpath={.items[*].metadata.name}')"
+  info "  waiting (at most ${TIMEOUT}s) for kubelet to update the Secret volumes and each replica to take the new certificate"
+  local deadline=$((SECONDS + TIMEOUT))
+  for pod in $pods; do
+    until "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" logs "pod/$pod" 2>/dev/null | grep -q 'its CA trusted by the caBundle'; do
+      if ((SECONDS > deadline)); then failed "pod $pod did not take the new certificate"; break; fi
+      sleep 2
+    done
+  done
+  sleep 3
+  admission_loop_stop "the Secret's CA replaced (tls.manageCaBundle)"
+  assert_replicas_serve "$svc" "$certs/ca.crt" "the new CA"
+  checkpoint "CA rotation with tls.manageCaBundle"
   rm -rf "$certs"
 }
 

@@ -149,6 +149,24 @@ check default \
   "env['MIGRATION_INJECTOR_TLS_CERT_FILE'] == '/etc/migration-injector/tls/tls.crt'" \
   "env['MIGRATION_INJECTOR_TLS_KEY_FILE'] == '/etc/migration-injector/tls/tls.key'"
 
+section "certManager with tls.manageCaBundle (the replicas keep the caBundle, not cainjector)"
+case_ cm-managed --set tls.manageCaBundle=true -- \
+  "'cert-manager.io/inject-ca-from' not in (mwc['metadata'].get('annotations') or {})" \
+  "'caBundle' not in wh['clientConfig']" \
+  "env['MIGRATION_INJECTOR_MANAGE_CA_BUNDLE'] == 'true' and env['MIGRATION_INJECTOR_TLS_CA_FILE'] == '/etc/migration-injector/tls/ca.crt'" \
+  "env['MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME'] == '$FULL' and 'MIGRATION_INJECTOR_POD_NAME' in env" \
+  "pod['automountServiceAccountToken'] is True" \
+  "not has('Role') and not has('RoleBinding')" \
+  "one('ClusterRole')['rules'] == [{'apiGroups': ['admissionregistration.k8s.io'], 'resources': ['mutatingwebhookconfigurations'], 'resourceNames': ['$FULL'], 'verbs': ['get', 'patch']}]" \
+  "one('ClusterRoleBinding')['subjects'][0]['name'] == '$FULL'"
+case_ existing-managed --set tls.mode=existingSecret --set tls.existingSecret=my-tls --set tls.manageCaBundle=true -- \
+  "'caBundle' not in wh['clientConfig']" \
+  "env['MIGRATION_INJECTOR_MANAGE_CA_BUNDLE'] == 'true'" \
+  "pod['volumes'][0]['secret']['secretName'] == 'my-tls'" \
+  "has('ClusterRole') and not has('Role')"
+reject managed-helm "tls.manageCaBundle works with tls.mode=certManager or existingSecret" --set tls.mode=helm --set tls.manageCaBundle=true
+reject managed-selfmanaged "tls.manageCaBundle works with" --set tls.mode=selfManaged --set tls.manageCaBundle=true
+
 section "certManager with an existing issuer"
 case_ cm-issuer --set tls.certManager.issuerRef.name=corp-ca --set tls.certManager.issuerRef.kind=ClusterIssuer -- \
   "not has('Issuer') and one('Certificate')['spec']['issuerRef'] == {'name': 'corp-ca', 'kind': 'ClusterIssuer'}" \
@@ -458,8 +476,8 @@ case_ digest --set image.digest=sha256:0123456789abcdef0123456789abcdef012345678
 case_ no-deployment --set deployment.enabled=false --set serviceMonitor.enabled=true --set networkPolicy.enabled=true -- \
   "kinds == sorted(['Certificate','Certificate','Issuer','Issuer','MutatingWebhookConfiguration'])"
 
-section "RBAC only in selfManaged renders"
-n_other=0 n_sm=0
+section "RBAC only in selfManaged and tls.manageCaBundle renders"
+n_other=0 n_sm=0 n_managed=0
 for f in "$WORK"/*.yaml; do
   n=$(basename "$f" .yaml)
   [ -s "$f" ] || continue
@@ -468,12 +486,17 @@ for f in "$WORK"/*.yaml; do
       n_sm=$((n_sm + 1))
       python3 "$CHECK" "$f" "all(has(k) for k in ('Role','RoleBinding','ClusterRole','ClusterRoleBinding'))" >/dev/null 2>&1 \
         || fail "RBAC missing in selfManaged render $n" ;;
+    *-managed)
+      # Only the ClusterRole for the webhook configuration (checked in the cases above).
+      n_managed=$((n_managed + 1))
+      python3 "$CHECK" "$f" "has('ClusterRole') and not has('Role')" >/dev/null 2>&1 \
+        || fail "tls.manageCaBundle render $n: want the ClusterRole only" ;;
     *)
       n_other=$((n_other + 1))
       python3 "$CHECK" "$f" "$RBAC_ABSENT" >/dev/null 2>&1 || fail "RBAC object in render $n" ;;
   esac
 done
-pass "no Role/RoleBinding/ClusterRole/ClusterRoleBinding in $n_other renders of other modes, all four in $n_sm selfManaged renders"
+pass "no Role/RoleBinding/ClusterRole/ClusterRoleBinding in $n_other renders of other modes, all four in $n_sm selfManaged renders, the ClusterRole alone in $n_managed tls.manageCaBundle renders"
 
 section "tests/helm/render-for-apiserver.sh (v1.20 API server)"
 if HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$WORK/apiserver.yaml" \

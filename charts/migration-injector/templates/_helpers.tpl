@@ -210,6 +210,12 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
 {{- else }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_TLS_CERT_FILE" "value" ($c.tlsCertFile | default (printf "%s/tls.crt" $tlsDir))) }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_TLS_KEY_FILE" "value" ($c.tlsKeyFile | default (printf "%s/tls.key" $tlsDir))) }}
+{{- if include "migration-injector.manageCaBundle" . }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_MANAGE_CA_BUNDLE" "value" "true") }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_TLS_CA_FILE" "value" (printf "%s/ca.crt" $tlsDir)) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_POD_NAME" "valueFrom" (dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.name"))) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_WEBHOOK_CONFIG_NAME" "value" (include "migration-injector.webhookConfigName" .)) }}
+{{- end }}
 {{- end }}
 {{- $ints := list
       (list "MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL" $c.certReloadInterval)
@@ -270,4 +276,17 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
 {{/* A YAML flow list of quoted strings: ["a", "b"]. */}}
 {{- define "migration-injector.flowList" -}}
 [{{ range $i, $e := . }}{{ if $i }}, {{ end }}{{ $e | quote }}{{ end }}]
+{{- end }}
+
+{{/*
+"true" when the webhook's replicas keep the caBundle for their mounted certificate
+(tls.manageCaBundle, certManager and existingSecret modes), "" otherwise.
+*/}}
+{{- define "migration-injector.manageCaBundle" -}}
+{{- if .Values.tls.manageCaBundle }}
+{{- if not (has .Values.tls.mode (list "certManager" "existingSecret")) }}
+{{- fail "tls.manageCaBundle works with tls.mode=certManager or existingSecret (selfManaged keeps the caBundle anyway; helm and url render it)" }}
+{{- end }}
+{{- print "true" }}
+{{- end }}
 {{- end }}

@@ -182,7 +182,8 @@ contains_in_order "dry run prints the main steps in order" "$out" \
   "The webhook never blocks its own upgrade" "scale deployment/migration-injector --replicas=0" \
   "deployment.podAnnotations.e2e-down=" \
   "certs/dev-certs.sh migration-injector migration-injector" "switches to tls.mode=existingSecret" \
-  "--set tls.existingSecret=migration-injector-serving-tls" "switches to tls.mode=selfManaged" \
+  "--set tls.existingSecret=migration-injector-serving-tls" "switches to tls.manageCaBundle=true" "--set tls.manageCaBundle=true" \
+  "replaced by a certificate of a new CA" "switches to tls.mode=selfManaged" \
   "admissions while one webhook pod is deleted" "switches to tls.mode=helm" \
   "kind delete cluster --name migration-injector-e2e" "==> dry run: nothing was executed"
 if [[ ! -s "$TMP/dry.log" ]]; then pass "dry run executed none of docker/kind/kubectl/helm"

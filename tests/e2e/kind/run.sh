@@ -285,7 +285,8 @@ main() {
     assert_own_upgrade_while_down
     local image=(--set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" --set image.pullPolicy=Never)
     run_existing_secret_scenario "${image[@]}"
-    run_self_managed_scenario "${image[@]}" --set tls.existingSecret= --set tls.caBundle=
+    run_managed_ca_bundle_scenario "${image[@]}"
+    run_self_managed_scenario "${image[@]}" --set tls.existingSecret= --set tls.caBundle= --set tls.manageCaBundle=false
     assert_available_during_mode_switch helm "${image[@]}"
   fi
   availability_report
