@@ -144,6 +144,45 @@ fn bad_configuration_fails_at_start_with_the_flag_named() {
     );
 }
 
+/// `--manage-ca-bundle` without a readable CA file stops at start (naming the flag and the
+/// file), before any API call; `--tls-ca-file` alone is refused (it would do nothing).
+#[test]
+fn manage_ca_bundle_needs_its_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = migration_injector::tls::Ca::generate("test CA", 1).unwrap();
+    let pair = ca.issue_server(&["localhost".to_owned()], &[], 1).unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &pair.cert_pem).unwrap();
+    std::fs::write(&key, &pair.key_pem).unwrap();
+    let missing = dir.path().join("ca.crt");
+    let serve = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_migration-injector"))
+            .arg("serve")
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--pod-name", "p"])
+            .args(extra)
+            .env_remove("MIGRATION_INJECTOR_MANAGE_CA_BUNDLE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = missing.to_str().unwrap();
+    let stderr = serve(&["--manage-ca-bundle", "--tls-ca-file", missing]);
+    assert!(
+        stderr.contains("--manage-ca-bundle") && stderr.contains(missing),
+        "{stderr}"
+    );
+    let stderr = serve(&["--tls-ca-file", missing]);
+    assert!(stderr.contains("--manage-ca-bundle"), "{stderr}");
+    let stderr = serve(&["--manage-ca-bundle"]);
+    assert!(stderr.contains("--tls-ca-file"), "{stderr}");
+}
+
 /// Issue 9: 24 clients that send most of a 6 MiB body and stall used to push the release build
 /// past 200 MiB RSS. The memory budget turns most away with 503 at once; the server stays small
 /// and keeps answering ordinary reviews.

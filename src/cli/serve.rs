@@ -62,7 +62,11 @@ pub struct ServeArgs {
     pub manage_ca_bundle: bool,
     /// With --manage-ca-bundle: PEM of the CA that signed the served certificate (a
     /// kubernetes.io/tls Secret's ca.crt).
-    #[arg(long, env = "MIGRATION_INJECTOR_TLS_CA_FILE")]
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_TLS_CA_FILE",
+        requires = "manage_ca_bundle"
+    )]
     pub tls_ca_file: Option<PathBuf>,
     /// Generate an in-memory CA and a serving certificate for localhost and 127.0.0.1.
     #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_key_file"])]

@@ -16,9 +16,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 
 use super::files::CertFiles;
-use super::self_managed::{
-    pem_ders, signed_by, sync_with_retries, trusted_by, BundleTarget, BUNDLE_PICKUP,
-};
+use super::self_managed::{anchors, pem_ders, sync_with_retries, BundleTarget, BUNDLE_PICKUP};
 use super::store::CertStore;
 
 /// What a replica needs to keep the caBundle trusting the CA of its certificate files.
@@ -33,7 +31,8 @@ pub struct ManagedBundle {
     pub check_interval: Duration,
 }
 
-fn read_cas(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The CAs in a PEM file (a Secret's `ca.crt`); an error names the file.
+pub fn read_cas(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let cas = pem_ders(&pem);
     if cas.is_empty() {
@@ -42,14 +41,10 @@ fn read_cas(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, Stri
     Ok(cas)
 }
 
-fn leaf(key: &CertifiedKey) -> &[u8] {
-    key.cert.first().map(|c| c.as_ref()).unwrap_or_default()
-}
-
 /// Replaces [`super::files::watch`] when the replicas keep the caBundle: polls the files every
 /// `reload_interval`, records the needed CAs every `cfg.check_interval` (and at once when the
 /// files change), serves a new pair only when the caBundle trusts it, and reports ready only
-/// when the caBundle trusts what is served. Runs until the task is dropped.
+/// when the caBundle trusts what is served and the record is fresh. Runs until dropped.
 pub async fn maintain(
     client: Client,
     cfg: ManagedBundle,
@@ -57,24 +52,40 @@ pub async fn maintain(
     store: Arc<CertStore>,
     reload_interval: Duration,
 ) {
-    let stale_after = i64::try_from(cfg.check_interval.as_secs().max(1) * 3).unwrap_or(i64::MAX);
+    let interval_secs = cfg.check_interval.as_secs().max(1);
+    let stale_after = i64::try_from(interval_secs * 3).unwrap_or(i64::MAX);
+    // Peers drop this replica's CAs once its record is older than `stale_after`: it must not
+    // stay ready that long without a successful record.
+    let record_deadline = Duration::from_secs(interval_secs * 2);
     let mut tick = tokio::time::interval(reload_interval.min(cfg.check_interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The CAs of what is served now (the files as loaded at start).
-    let mut serving: Vec<CertificateDer<'static>> = read_cas(&cfg.ca_file).unwrap_or_default();
+    // The CAs the served chain leads to; until the first sync, the CA file's (what was loaded).
+    let mut serving: Vec<Vec<u8>> = read_cas(&cfg.ca_file)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
     let mut pending: Option<CertifiedKey> = None;
     let mut last_sync: Option<Instant> = None;
+    let mut last_attempt: Option<Instant> = None;
     loop {
         tick.tick().await;
+        let mut fresh = false;
         match files.reload() {
-            Ok(Some(key)) => pending = Some(key),
+            Ok(Some(key)) => {
+                pending = Some(key);
+                fresh = true;
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "keeping the current serving certificate"),
         }
-        let due = pending.is_some() || last_sync.is_none_or(|t| t.elapsed() >= cfg.check_interval);
+        // New files are handled at once; otherwise (a pending certificate the caBundle cannot
+        // trust included) once per check interval, not a patch per tick.
+        let due = fresh || last_attempt.is_none_or(|t| t.elapsed() >= cfg.check_interval);
         if !due {
             continue;
         }
+        last_attempt = Some(Instant::now());
         // Unreadable CA file: only this replica's record is refreshed, the caBundle left alone.
         let file_cas = match read_cas(&cfg.ca_file) {
             Ok(cas) => Some(cas),
@@ -83,7 +94,7 @@ pub async fn maintain(
                 None
             }
         };
-        let mut mine: Vec<Vec<u8>> = serving.iter().map(|c| c.to_vec()).collect();
+        let mut mine = serving.clone();
         for ca in file_cas.iter().flatten() {
             if !mine.iter().any(|m| m.as_slice() == ca.as_ref()) {
                 mine.push(ca.to_vec());
@@ -93,53 +104,61 @@ pub async fn maintain(
             .as_ref()
             .and_then(|c| c.first())
             .map(|c| c.to_vec());
-        let synced = match sync_with_retries(
-            &client,
-            &cfg.target,
-            first.as_deref(),
-            &mine,
-            stale_after,
-        )
-        .await
-        {
-            Ok(Some(synced)) => synced,
-            Ok(None) => {
+        let sync = sync_with_retries(&client, &cfg.target, first.as_deref(), &mine, stale_after);
+        let synced = match tokio::time::timeout(record_deadline, sync).await {
+            Ok(Ok(Some(synced))) => synced,
+            Ok(Ok(None)) => {
                 store.set_problem(Some(format!(
                     "the webhook configuration {} does not exist",
                     cfg.target.webhook_config
                 )));
                 continue;
             }
-            Err(e) => {
-                // Readiness is left as it was: an API hiccup must not take every replica out.
-                tracing::warn!(error = %crate::error_chain(&e), "could not update the caBundle; retrying");
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => crate::error_chain(&e),
+                    _ => format!("no answer within {}s", record_deadline.as_secs()),
+                };
+                tracing::warn!(error = %error, "could not update the caBundle; retrying");
+                // An API hiccup must not take every replica out, but a record older than
+                // `stale_after` lets peers retire the CA this replica serves.
+                if last_sync.is_none_or(|t| t.elapsed() >= record_deadline) {
+                    store.set_problem(Some(format!(
+                        "cannot record the CAs this replica needs on {}: {error}",
+                        cfg.target.webhook_config
+                    )));
+                }
                 continue;
             }
         };
         last_sync = Some(Instant::now());
         if let Some(key) = pending.take() {
-            if signed_by(leaf(&key), &synced.bundle) {
-                if synced.added_mine {
-                    // Give the API server time to load the new CA before serving from it.
+            let leads_to = anchors(&key.cert, &synced.bundle);
+            if leads_to.is_empty() {
+                tracing::warn!(cert = %files.cert.display(), ca = %cfg.ca_file.display(),
+                    "the new certificate does not lead to a CA of the caBundle (is it issued by the CA file's CA?); keeping the current one");
+                pending = Some(key);
+            } else {
+                if synced.added_mine || leads_to.iter().any(|ca| !serving.contains(ca)) {
+                    // A CA new to this replica (added by it or a peer): give the API server time
+                    // to load it before serving from it.
                     tokio::time::sleep(BUNDLE_PICKUP).await;
                 }
                 store.set(key);
-                serving = file_cas.unwrap_or_default();
+                serving = leads_to;
                 tracing::info!(cert = %files.cert.display(), "loaded a new serving certificate, its CA trusted by the caBundle");
-            } else {
-                tracing::warn!(cert = %files.cert.display(), ca = %cfg.ca_file.display(),
-                    "the new certificate is not signed by a CA of the caBundle (is it signed by the CA file's CA?); keeping the current one");
-                pending = Some(key);
             }
         }
-        store.set_problem(if trusted_by(&store, &synced.bundle) {
-            None
-        } else {
-            Some(format!(
+        let served = anchors(&store.chain(), &synced.bundle);
+        if served.is_empty() {
+            store.set_problem(Some(format!(
                 "the caBundle of {} does not trust the served certificate yet (is {} its CA?)",
                 cfg.target.webhook_config,
                 cfg.ca_file.display()
-            ))
-        });
+            )));
+        } else {
+            serving = served;
+            store.set_problem(None);
+        }
     }
 }

@@ -49,6 +49,8 @@ pub enum StartError {
     SelfManaged(#[from] self_managed::SelfManagedError),
     #[error("no certificate loaded from {0}")]
     Empty(String),
+    #[error("--manage-ca-bundle: {0} (the Secret must hold the issuing CA as ca.crt)")]
+    CaFile(String),
     #[error("cannot write the CA to {path}")]
     WriteCa {
         path: PathBuf,
@@ -83,6 +85,8 @@ pub async fn start(source: CertSource) -> Result<Arc<CertStore>, StartError> {
                     tokio::spawn(watch(files, store.clone(), reload_interval));
                 }
                 Some(cfg) => {
+                    // Without the CA there is nothing to put in the caBundle: fail at start.
+                    managed_bundle::read_cas(&cfg.ca_file).map_err(StartError::CaFile)?;
                     let client = kube::Client::try_default()
                         .await
                         .map_err(StartError::Client)?;

@@ -509,22 +509,46 @@ pub(crate) async fn sync_with_retries(
     }
 }
 
-/// Whether the served leaf is signed by one of `bundle`'s CAs: what the API server checks.
+/// Whether the served chain leads to one of `bundle`'s CAs: what the API server checks.
 pub(crate) fn trusted_by(store: &CertStore, bundle: &[CertificateDer<'_>]) -> bool {
-    store
-        .leaf_der()
-        .is_some_and(|leaf| signed_by(&leaf, bundle))
+    !anchors(&store.chain(), bundle).is_empty()
 }
 
-/// Whether the certificate `leaf` (DER) is signed by one of `bundle`'s CAs.
-pub(crate) fn signed_by(leaf: &[u8], bundle: &[CertificateDer<'_>]) -> bool {
-    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(leaf) else {
-        return false;
+/// The CAs of `bundle` that the certificate chain `chain` (leaf first, then the intermediates a
+/// server sends) leads to, by signatures: what a TLS client with `bundle` as its roots accepts.
+/// Expiry is not checked here (the store refuses expired certificates).
+pub(crate) fn anchors(chain: &[CertificateDer<'_>], bundle: &[CertificateDer<'_>]) -> Vec<Vec<u8>> {
+    use x509_parser::certificate::X509Certificate;
+    fn parse(d: &[u8]) -> Option<X509Certificate<'_>> {
+        x509_parser::parse_x509_certificate(d).ok().map(|(_, c)| c)
+    }
+    let chain: Vec<X509Certificate<'_>> = chain.iter().filter_map(|c| parse(c.as_ref())).collect();
+    let roots: Vec<(&[u8], X509Certificate<'_>)> = bundle
+        .iter()
+        .filter_map(|c| Some((c.as_ref(), parse(c.as_ref())?)))
+        .collect();
+    let Some(mut current) = chain.first() else {
+        return Vec::new();
     };
-    bundle.iter().any(|ca| {
-        x509_parser::parse_x509_certificate(ca.as_ref())
-            .is_ok_and(|(_, ca)| leaf.verify_signature(Some(ca.public_key())).is_ok())
-    })
+    // Each step moves to a distinct intermediate, so this ends; the bound is belt and braces.
+    for _ in 0..=chain.len() {
+        let signed = |issuer: &X509Certificate<'_>| {
+            current.verify_signature(Some(issuer.public_key())).is_ok()
+        };
+        let found: Vec<Vec<u8>> = roots
+            .iter()
+            .filter(|(_, ca)| signed(ca))
+            .map(|(der, _)| der.to_vec())
+            .collect();
+        if !found.is_empty() {
+            return found;
+        }
+        match chain[1..].iter().find(|c| signed(c)) {
+            Some(next) if !std::ptr::eq(next, current) => current = next,
+            _ => return Vec::new(),
+        }
+    }
+    Vec::new()
 }
 
 fn der_of(pem: &str) -> Vec<u8> {
@@ -659,6 +683,60 @@ pub async fn maintain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA, signed by `parent` or self-signed.
+    fn ca(
+        name: &str,
+        parent: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
+    ) -> (Vec<u8>, rcgen::Issuer<'static, rcgen::KeyPair>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let cert = match parent {
+            Some(p) => params.signed_by(&key, p),
+            None => params.self_signed(&key),
+        }
+        .expect("cert");
+        (cert.der().to_vec(), rcgen::Issuer::new(params, key))
+    }
+
+    fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["svc.ns.svc".to_owned()]).expect("params");
+        params.signed_by(&key, issuer).expect("leaf").der().to_vec()
+    }
+
+    fn der(d: &[u8]) -> CertificateDer<'static> {
+        CertificateDer::from(d.to_vec())
+    }
+
+    #[test]
+    fn a_chain_leads_to_the_root_through_the_intermediates_it_carries() {
+        let (root, root_issuer) = ca("root", None);
+        let (inter, inter_issuer) = ca("intermediate", Some(&root_issuer));
+        let (other, _) = ca("other", None);
+        let served = leaf(&inter_issuer);
+        // cert-manager with an intermediate CA: ca.crt is the root, tls.crt is leaf + intermediate.
+        let bundle = [der(&other), der(&root)];
+        assert_eq!(
+            anchors(&[der(&served), der(&inter)], &bundle),
+            vec![root.clone()]
+        );
+        // Without the intermediate the chain does not lead anywhere (a client could not build it).
+        assert!(anchors(&[der(&served)], &bundle).is_empty());
+        // Directly under a CA of the bundle.
+        assert_eq!(
+            anchors(&[der(&served)], &[der(&inter)]),
+            vec![inter.clone()]
+        );
+        // A bundle without its CAs.
+        assert!(anchors(&[der(&served), der(&inter)], &[der(&other)]).is_empty());
+        assert!(anchors(&[], &bundle).is_empty());
+    }
 
     #[test]
     fn renewal_with_a_third_of_the_life_left() {

@@ -166,6 +166,15 @@ impl CertStore {
             .map(|c| c.to_vec())
     }
 
+    /// The served chain (leaf first), empty if none is loaded.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|k| k.cert.clone())
+            .unwrap_or_default()
+    }
+
     /// Unix time at which the served certificate expires, if one is loaded.
     pub fn not_after(&self) -> Option<i64> {
         self.current.load().as_ref()?;

@@ -164,6 +164,8 @@ case_ existing-managed --set tls.mode=existingSecret --set tls.existingSecret=my
   "env['MIGRATION_INJECTOR_MANAGE_CA_BUNDLE'] == 'true'" \
   "pod['volumes'][0]['secret']['secretName'] == 'my-tls'" \
   "has('ClusterRole') and not has('Role')"
+case_ nodeploy-managed --set tls.manageCaBundle=true --set deployment.enabled=false -- \
+  "has('ServiceAccount') and one('ClusterRoleBinding')['subjects'][0]['name'] == one('ServiceAccount')['metadata']['name']"
 reject managed-helm "tls.manageCaBundle works with tls.mode=certManager or existingSecret" --set tls.mode=helm --set tls.manageCaBundle=true
 reject managed-selfmanaged "tls.manageCaBundle works with" --set tls.mode=selfManaged --set tls.manageCaBundle=true
 
