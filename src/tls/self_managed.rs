@@ -530,7 +530,7 @@ pub(crate) fn anchors(chain: &[CertificateDer<'_>], bundle: &[CertificateDer<'_>
     let Some(mut current) = chain.first() else {
         return Vec::new();
     };
-    // Each step moves to a distinct intermediate, so this ends; the bound is belt and braces.
+    // At most one step per certificate of the chain: a chain that loops ends here.
     for _ in 0..=chain.len() {
         let signed = |issuer: &X509Certificate<'_>| {
             current.verify_signature(Some(issuer.public_key())).is_ok()

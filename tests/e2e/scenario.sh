@@ -736,17 +736,24 @@ run_self_managed_scenario() {
   assert_self_managed_certs
 }
 
-# run_existing_secret_scenario [helm args...]: from tls.mode=helm, the user's own certificate,
-# made as certs/README.md says (certs/dev-certs.sh; MIGRATION_INJECTOR_BIN names the binary, else
-# it builds one), switched to under load (tls.mode=existingSecret): zero failed admissions, Helm
+# user_certs: a user's CA and serving certificate for the webhook's Service, made as
+# certs/README.md says (certs/dev-certs.sh; MIGRATION_INJECTOR_BIN names the binary, else it
+# builds one), in a new directory named by USER_CERTS (with secret.yaml and cabundle).
+user_certs() {
+  local repo="${REPO_ROOT:-${REPO:-$(cd "$E2E_DIR/../.." && pwd)}}"
+  if ((DRY_RUN)); then USER_CERTS="<dir>"; else USER_CERTS="$(mktemp -d)"; fi
+  run "$repo/certs/dev-certs.sh" "$WEBHOOK_NAMESPACE" "$(webhook_deployment)" "$USER_CERTS" || failed "certs/dev-certs.sh"
+}
+
+# run_existing_secret_scenario [helm args...]: from tls.mode=helm, the user's own certificate
+# (user_certs) switched to under load (tls.mode=existingSecret): zero failed admissions, Helm
 # deleted the helm-mode Secret, every replica serves the user's certificate.
 run_existing_secret_scenario() {
-  local svc certs bundle="" repo
+  local svc certs bundle=""
   svc="$(webhook_deployment)"
-  repo="${REPO_ROOT:-${REPO:-$(cd "$E2E_DIR/../.." && pwd)}}"
-  if ((DRY_RUN)); then certs="<dir>"; else certs="$(mktemp -d)"; fi
   step "tls.mode=existingSecret: the user's certificate (certs/dev-certs.sh) in Secret $svc-serving-tls"
-  run "$repo/certs/dev-certs.sh" "$WEBHOOK_NAMESPACE" "$svc" "$certs" || failed "certs/dev-certs.sh"
+  user_certs
+  certs=$USER_CERTS
   run "${KUBECTL[@]}" apply -f "$certs/secret.yaml" || failed "creating Secret $svc-serving-tls"
   ((DRY_RUN)) || bundle="$(cat "$certs/cabundle")"
   assert_available_during_mode_switch existingSecret "$@" --set "tls.existingSecret=$svc-serving-tls" \
@@ -764,14 +771,13 @@ run_existing_secret_scenario() {
 # (what a CA rotation does): each replica adds the new CA to the caBundle before it serves a
 # certificate of it, so not one admission fails; then every replica serves the new certificate.
 run_managed_ca_bundle_scenario() {
-  local svc certs repo pod pods
+  local svc certs pod pods
   svc="$(webhook_deployment)"
-  repo="${REPO_ROOT:-${REPO:-$(cd "$E2E_DIR/../.." && pwd)}}"
   SWITCH_WHAT="tls.manageCaBundle=true (tls.mode=existingSecret)"
   assert_available_during_mode_switch existingSecret "$@" --set tls.manageCaBundle=true
   step "tls.manageCaBundle: the Secret $svc-serving-tls replaced by a certificate of a new CA, under load"
-  if ((DRY_RUN)); then certs="<dir>"; else certs="$(mktemp -d)"; fi
-  run env FORCE=1 "$repo/certs/dev-certs.sh" "$WEBHOOK_NAMESPACE" "$svc" "$certs" || failed "certs/dev-certs.sh"
+  user_certs
+  certs=$USER_CERTS
   ((DRY_RUN)) || admission_loop_start rotate
   run "${KUBECTL[@]}" apply -f "$certs/secret.yaml" || failed "replacing Secret $svc-serving-tls"
   ((DRY_RUN)) && return 0

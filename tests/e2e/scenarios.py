@@ -925,6 +925,27 @@ def s16_replicas_keep_the_ca_bundle_for_files():
         eq(bundle(), helm_ca | ca_b, "the retired CA left; the other mode's CA stays for its ten minutes")
         if not ready():
             raise AssertionError("not ready after the rotation")
+        # A certificate the caBundle cannot trust (its CA is not the CA file's) is never served.
+        third = generate("c")
+        stray = os.path.join(WORK, "files-stray")
+        install(second, stray)
+        for f in ("tls.crt", "tls.key"):
+            with open(os.path.join(third, f), "rb") as i, open(os.path.join(stray, f), "wb") as o:
+                o.write(i.read())
+        install(stray, served_dir)
+        time.sleep(4)
+        eq(served_ca(), "b", "a certificate of a CA the caBundle lacks is not served")
+        if not ready():
+            raise AssertionError("not ready while keeping the trusted certificate")
+        eq(bundle(), helm_ca | ca_b, "the caBundle is unchanged by an untrusted certificate")
+        # Readiness follows the webhook configuration: gone, the replica is not ready.
+        kubectl("delete", "mutatingwebhookconfiguration", mwc_name)
+        for _ in range(40):
+            if not ready():
+                break
+            time.sleep(0.25)
+        else:
+            raise AssertionError("still ready with its webhook configuration deleted")
     finally:
         replica.send_signal(signal.SIGTERM)
         replica.wait(timeout=15)

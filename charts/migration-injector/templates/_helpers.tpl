@@ -290,3 +290,14 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
 {{- print "true" }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when the webhook's replicas patch the caBundle of their MutatingWebhookConfiguration
+through the Kubernetes API (tls.mode=selfManaged, or tls.manageCaBundle), "" otherwise: they then
+need the ServiceAccount token and the ClusterRole.
+*/}}
+{{- define "migration-injector.keepsCaBundle" -}}
+{{- if or (eq .Values.tls.mode "selfManaged") (include "migration-injector.manageCaBundle" .) }}
+{{- print "true" }}
+{{- end }}
+{{- end }}
