@@ -20,6 +20,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(test)]
+mod api_mock;
 pub mod mutate;
 pub mod tls;
 pub mod webhook;
