@@ -71,8 +71,17 @@ fn the_chart_sets_every_env_var_serve_reads() {
     let helpers = read(format!("{CHART}/templates/_helpers.tpl"));
     let values: Value = serde_yaml_ng::from_str(&read(format!("{CHART}/values.yaml"))).unwrap();
     let schema: Value = serde_json::from_str(&read(format!("{CHART}/values.schema.json"))).unwrap();
-    let mut problems = Vec::new();
-    for flag in serve_flags() {
+    let flags = serve_flags();
+    let mut problems: Vec<String> = NO_ENV
+        .iter()
+        .filter(|n| {
+            !flags
+                .iter()
+                .any(|f| text(f, "flag") == Some(**n) && text(f, "env").is_none())
+        })
+        .map(|n| format!("NO_ENV lists {n}, which is not a serve flag without an env var"))
+        .collect();
+    for flag in flags {
         let name = text(&flag, "flag").unwrap_or("?");
         let Some(env) = text(&flag, "env") else {
             if !NO_ENV.contains(&name) {
