@@ -69,10 +69,14 @@ pub struct InjectionArgs {
     /// Migrations directory for the default args with migrations.io/url-secret (migrations.io/dir).
     #[arg(long, env = "MIGRATION_INJECTOR_DEFAULT_DIR", default_value = defaults::DIR, value_parser = text(Key::Dir))]
     pub default_dir: String,
-    /// JSON object used as the injected container's securityContext; `{}` injects none.
+    /// JSON object used as the injected container's securityContext (default: restricted, no
+    /// privilege escalation, drop ALL, RuntimeDefault seccomp, runAsNonRoot, read-only root FS);
+    /// `{}` injects none. Checked against the Kubernetes SecurityContext schema at start (wrong
+    /// types and unknown fields are refused).
     #[arg(long, env = "MIGRATION_INJECTOR_SECURITY_CONTEXT", default_value_t = SecurityContextArg(Some(restricted_security_context())), value_parser = SecurityContextParser)]
     pub security_context: SecurityContextArg,
     /// Comma-separated image prefixes allowed in migrations.io/image (empty: any image).
+    /// Prefixes match on path boundaries.
     #[arg(
         long,
         env = "MIGRATION_INJECTOR_ALLOWED_IMAGE_PREFIXES",

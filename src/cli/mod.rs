@@ -1,12 +1,18 @@
-//! The binary's edge: the clap types and the subcommands (`serve`, `inject` on files, `certs`),
-//! wiring flags to the library, with anyhow errors. Every flag the Helm chart sets has an
-//! env-var fallback.
+//! The binary's edge: the clap types and the subcommands (`serve`, `inject` on files, `certs`,
+//! `check`, the hidden `docs`), wiring flags to the library, with anyhow errors. Every flag the
+//! Helm chart sets has an env-var fallback.
 
 mod certs;
 mod check;
+mod check_interval;
+mod docs;
 mod inject;
 mod injection_args;
+mod limits_args;
+mod log_args;
 mod serve;
+mod server_args;
+mod tls_args;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +42,9 @@ pub enum Command {
     Certs(CertsCommand),
     /// Diagnose why a workload is or is not injected, against the cluster of your kubeconfig.
     Check(Box<check::CheckArgs>),
+    /// Documentation generated from the flags' definitions (the README's flag tables).
+    #[command(subcommand, hide = true)]
+    Docs(docs::DocsCommand),
 }
 
 /// Runs one subcommand.
@@ -45,5 +54,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Inject(args) => inject::inject(*args),
         Command::Certs(cmd) => certs::certs(cmd),
         Command::Check(args) => check::check(*args),
+        Command::Docs(cmd) => docs::docs(cmd),
     }
 }

@@ -391,6 +391,20 @@ case_ config -f "$WORK/values/config.values" -- \
 case_ config-set --set config.maxBodyBytes=6291456 --set config.securityContext.runAsNonRoot=true -- \
   "env['MIGRATION_INJECTOR_MAX_BODY_BYTES'] == '6291456'" \
   "env['MIGRATION_INJECTOR_SECURITY_CONTEXT'] == '{\"runAsNonRoot\":true}'"
+# The settings that once had no value (issue 16): each one reaches its env var.
+case_ config-limits --set config.memoryBudgetBytes=67108864 --set config.maxConnections=512 \
+  --set config.idleTimeoutSeconds=150 --set config.maxConcurrentStreams=64 \
+  --set config.caBundleCheckInterval=30 --set config.defaultLockTimeout=5m \
+  --set config.defaultDir=atlas://app -- \
+  "env['MIGRATION_INJECTOR_MEMORY_BUDGET_BYTES'] == '67108864' and env['MIGRATION_INJECTOR_MAX_CONNECTIONS'] == '512'" \
+  "env['MIGRATION_INJECTOR_IDLE_TIMEOUT_SECONDS'] == '150' and env['MIGRATION_INJECTOR_MAX_CONCURRENT_STREAMS'] == '64'" \
+  "env['MIGRATION_INJECTOR_CA_BUNDLE_CHECK_INTERVAL'] == '30'" \
+  "env['MIGRATION_INJECTOR_DEFAULT_LOCK_TIMEOUT'] == '5m' and env['MIGRATION_INJECTOR_DEFAULT_DIR'] == 'atlas://app'" \
+  "len(envnames) == len(set(envnames)) == 11"
+case_ selfmanaged-interval --set tls.mode=selfManaged --set config.caBundleCheckInterval=15 -- \
+  "env['MIGRATION_INJECTOR_SELF_MANAGED'] == 'true' and env['MIGRATION_INJECTOR_CA_BUNDLE_CHECK_INTERVAL'] == '15'"
+reject config-bad-streams "maxConcurrentStreams" --set config.maxConcurrentStreams=1001
+reject config-bad-dir "defaultDir" --set config.defaultDir=/migrations
 reject config-bad-format "logFormat" --set config.logFormat=xml
 reject config-bad-position "defaultPosition" --set config.defaultPosition=middle
 reject config-bad-int "maxBodyBytes" --set config.maxBodyBytes=lots

@@ -222,7 +222,12 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
       (list "MIGRATION_INJECTOR_MAX_BODY_BYTES" $c.maxBodyBytes)
       (list "MIGRATION_INJECTOR_REQUEST_TIMEOUT_SECONDS" $c.requestTimeoutSeconds)
       (list "MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS" $c.shutdownGraceSeconds)
-      (list "MIGRATION_INJECTOR_SHUTDOWN_DELAY_SECONDS" $c.shutdownDelaySeconds) }}
+      (list "MIGRATION_INJECTOR_SHUTDOWN_DELAY_SECONDS" $c.shutdownDelaySeconds)
+      (list "MIGRATION_INJECTOR_MEMORY_BUDGET_BYTES" $c.memoryBudgetBytes)
+      (list "MIGRATION_INJECTOR_MAX_CONNECTIONS" $c.maxConnections)
+      (list "MIGRATION_INJECTOR_IDLE_TIMEOUT_SECONDS" $c.idleTimeoutSeconds)
+      (list "MIGRATION_INJECTOR_MAX_CONCURRENT_STREAMS" $c.maxConcurrentStreams)
+      (list "MIGRATION_INJECTOR_CA_BUNDLE_CHECK_INTERVAL" $c.caBundleCheckInterval) }}
 {{- range $ints }}
 {{- if not (kindIs "invalid" (index . 1)) }}
 {{- $env = append $env (dict "name" (index . 0) "value" (index . 1 | int64 | toString)) }}
@@ -242,7 +247,9 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
       (list "MIGRATION_INJECTOR_DEFAULT_CPU_REQUEST" $c.defaultCpuRequest)
       (list "MIGRATION_INJECTOR_DEFAULT_CPU_LIMIT" $c.defaultCpuLimit)
       (list "MIGRATION_INJECTOR_DEFAULT_MEMORY_REQUEST" $c.defaultMemoryRequest)
-      (list "MIGRATION_INJECTOR_DEFAULT_MEMORY_LIMIT" $c.defaultMemoryLimit) }}
+      (list "MIGRATION_INJECTOR_DEFAULT_MEMORY_LIMIT" $c.defaultMemoryLimit)
+      (list "MIGRATION_INJECTOR_DEFAULT_LOCK_TIMEOUT" $c.defaultLockTimeout)
+      (list "MIGRATION_INJECTOR_DEFAULT_DIR" $c.defaultDir) }}
 {{- range $strings }}
 {{- $v := index . 1 }}
 {{- if and (not (kindIs "invalid" $v)) (ne (toString $v) "") }}
