@@ -23,6 +23,7 @@
 #[cfg(test)]
 mod api_mock;
 pub mod mutate;
+pub mod readiness;
 pub mod tls;
 pub mod webhook;
 

@@ -301,19 +301,23 @@ async fn admin_endpoints_and_tls_versions() {
         .await
         .is_err());
 
+    // One readiness, set by each party: the certificate keepers through the store...
+    let readyz = || async {
+        let r = admin.get(format!("{base}/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
     server
-        .state
-        .accepting
-        .store(false, std::sync::atomic::Ordering::Relaxed);
+        .store
+        .set_problem(Some("the caBundle is not yet confirmed".into()));
     assert_eq!(
-        admin
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
+        readyz().await,
+        (503, "the caBundle is not yet confirmed\n".into())
     );
+    server.store.set_problem(None);
+    assert_eq!(readyz().await, (200, "ok\n".into()));
+    // ...and the server when it starts draining.
+    server.state.readiness.set_draining();
+    assert_eq!(readyz().await, (503, "shutting down\n".into()));
     server.stop().await;
 }
 

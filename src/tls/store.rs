@@ -13,6 +13,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use crate::readiness::Readiness;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}")]
@@ -103,9 +105,10 @@ pub struct CertStore {
     current: ArcSwapOption<CertifiedKey>,
     /// Expiry of `current` as a Unix time (0: unknown).
     not_after: AtomicI64,
-    /// Why the served certificate should not be used now (the CA Secret is refused, or the
-    /// caBundle does not trust it): readiness reports it.
-    problem: ArcSwapOption<String>,
+    /// The replica's readiness, which this store keeps told of the served certificate's expiry
+    /// and which the certificate keepers set through [`CertStore::set_problem`]. The admin
+    /// server takes a clone ([`CertStore::readiness_handle`]) and `/readyz` reads only that.
+    readiness: Readiness,
 }
 
 impl CertStore {
@@ -115,10 +118,26 @@ impl CertStore {
         store
     }
 
+    /// A store that reports to `readiness` (shared with others) instead of a fresh handle.
+    pub fn with_readiness(initial: CertifiedKey, readiness: Readiness) -> Arc<Self> {
+        let store = Arc::new(CertStore {
+            readiness,
+            ..CertStore::default()
+        });
+        store.set(initial);
+        store
+    }
+
+    /// The readiness handle this store reports to, for the admin server and other parties.
+    pub fn readiness_handle(&self) -> &Readiness {
+        &self.readiness
+    }
+
     pub fn set(&self, key: CertifiedKey) {
         let expiry = not_after(&key).unwrap_or(0);
         self.not_after.store(expiry, Ordering::Relaxed);
         self.current.store(Some(Arc::new(key)));
+        self.readiness.set_serving_until(Some(expiry));
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         tracing::info!(
             not_after_unix = expiry,
@@ -133,27 +152,19 @@ impl CertStore {
         self.current.load().is_some() && self.not_after.load(Ordering::Relaxed) > now
     }
 
-    /// Records (or clears, with `None`) a reason the replica must not receive traffic.
+    /// Records (or clears, with `None`) a reason the replica must not receive traffic: kept on
+    /// the shared [`Readiness`], which logs the change.
     pub fn set_problem(&self, problem: Option<String>) {
-        match &problem {
-            Some(p) if self.problem.load().as_deref() != Some(p) => {
-                tracing::error!(problem = %p, "not ready");
-            }
-            None if self.problem.load().is_some() => tracing::info!("ready again"),
-            _ => {}
-        }
-        self.problem.store(problem.map(Arc::new));
+        self.readiness.set_problem(problem);
     }
 
-    /// Why the replica is not ready, if it is not: no valid certificate, or a recorded problem.
+    /// Why the replica is not ready as far as its certificate goes, if it is not: a recorded
+    /// problem, or no valid certificate. (Draining is reported by `/readyz`, not here.)
     pub fn readiness(&self) -> Result<(), String> {
-        if let Some(p) = self.problem.load().as_deref() {
-            return Err(p.clone());
+        match self.readiness.certificate_reason() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
         }
-        if !self.is_valid() {
-            return Err("no valid (unexpired) serving certificate loaded".to_owned());
-        }
-        Ok(())
     }
 
     /// The served leaf certificate (DER), if one is loaded.

@@ -1,8 +1,11 @@
 //! The admission webhook server: AdmissionReview in and out ([`review`]), the routes
-//! (`routes`), connection handling (`conn`), signals ([`shutdown`]) and `metrics`.
+//! (`routes`) and their errors ([`ApiError`]), the [`Limits`] and the connection handling that
+//! enforces them (`conn`), signals ([`shutdown`]) and `metrics`.
 //! [`Server`] wires them: the binary, the tests and the benchmarks all run this one type.
 
 mod conn;
+mod error;
+mod limits;
 mod metrics;
 pub mod review;
 mod routes;
@@ -10,7 +13,6 @@ pub mod shutdown;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +20,12 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use conn::Limits;
+pub use error::ApiError;
+pub use limits::Limits;
 pub use routes::AppState;
 
 use crate::mutate::InjectorConfig;
+use crate::readiness::Readiness;
 use crate::tls::{self, CertStore, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +121,11 @@ impl Server {
         self.state.clone()
     }
 
+    /// The readiness `/readyz` reports (the certificate store's handle): a clone to set.
+    pub fn readiness(&self) -> Readiness {
+        self.state.readiness.clone()
+    }
+
     /// Serves until `shutdown` completes; then fails readiness, waits the shutdown delay, closes
     /// the listeners and drains. If `abort` completes first, returns at once.
     pub async fn run(
@@ -138,13 +147,13 @@ impl Server {
             "migration-injector serving"
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let flag = state.clone();
+        let readiness = state.readiness.clone();
         let delay = options.shutdown_delay;
         let trigger = async move {
             shutdown.await;
             // Fail readiness first and keep serving while endpoints catch up, so the API server
             // is not refused by a replica it still routes to; then stop accepting and drain.
-            flag.accepting.store(false, Ordering::Relaxed);
+            readiness.set_draining();
             tokio::time::sleep(delay).await;
             let _ = stop_tx.send(true);
         };

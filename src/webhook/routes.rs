@@ -1,7 +1,6 @@
 //! The HTTP routes: `POST /mutate` on the webhook port; `/healthz`, `/readyz` and `/metrics` on
 //! the admin port.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,11 +14,13 @@ use http_body_util::BodyExt;
 use kube::core::admission::Operation;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::conn::Limits;
+use super::error::ApiError;
 use super::metrics::{self, AdmissionLabels};
 use super::review::{self, Verdict};
+use super::Limits;
 use crate::mutate::denial::Quoted;
 use crate::mutate::{error_chain, InjectorConfig};
+use crate::readiness::Readiness;
 use crate::tls::CertStore;
 
 /// State shared by the handlers.
@@ -27,8 +28,9 @@ pub struct AppState {
     pub config: InjectorConfig,
     pub limits: Limits,
     pub certs: Arc<CertStore>,
-    /// False once shutdown starts, so readiness fails and the endpoint is taken out of rotation.
-    pub accepting: AtomicBool,
+    /// What `/readyz` reports, and nothing else: the certificate store's handle, which the
+    /// server also sets when it starts draining. Never read on `/mutate`.
+    pub readiness: Readiness,
     budget: Budget,
 }
 
@@ -38,8 +40,8 @@ impl AppState {
             budget: Budget::new(limits.memory_budget_bytes),
             config,
             limits,
+            readiness: certs.readiness_handle().clone(),
             certs,
-            accepting: AtomicBool::new(true),
         })
     }
 }
@@ -85,11 +87,6 @@ impl Budget {
     }
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({"error": message, "code": status.as_u16()}).to_string();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
 /// The webhook's routes: `POST /mutate`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -98,18 +95,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn method_not_allowed() -> Response {
-    json_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "use POST with an AdmissionReview body",
-    )
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
-async fn not_found() -> Response {
-    json_error(
-        StatusCode::NOT_FOUND,
-        "not found; the webhook path is POST /mutate",
-    )
+async fn not_found() -> ApiError {
+    ApiError::NotFound
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -127,22 +118,14 @@ async fn read_body(
     declared: Option<usize>,
     limit: usize,
     timeout: Duration,
-) -> Result<Vec<u8>, Response> {
-    let too_large = || {
-        json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body exceeds {limit} bytes"),
-        )
-    };
+) -> Result<Vec<u8>, ApiError> {
     let read = async {
         let mut out = Vec::with_capacity(declared.unwrap_or(16 * 1024).min(limit));
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| {
-                json_error(StatusCode::BAD_REQUEST, "request body could not be read")
-            })?;
+            let frame = frame.map_err(|_| ApiError::BodyUnreadable)?;
             if let Ok(data) = frame.into_data() {
                 if out.len() + data.len() > limit {
-                    return Err(too_large());
+                    return Err(ApiError::BodyTooLarge { limit });
                 }
                 out.extend_from_slice(&data);
             }
@@ -151,21 +134,18 @@ async fn read_body(
     };
     match tokio::time::timeout(timeout, read).await {
         Ok(result) => result,
-        Err(_) => Err(json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body was not received in time",
-        )),
+        Err(_) => Err(ApiError::BodyTimeout),
     }
 }
 
-async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+async fn mutate(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     if !is_json(&parts.headers) {
-        return json_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        );
+        return Err(ApiError::UnsupportedMediaType);
     }
     let limit = state.limits.max_body_bytes;
     let declared = parts
@@ -174,10 +154,7 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body exceeds {limit} bytes"),
-        );
+        return Err(ApiError::BodyTooLarge { limit });
     }
     // Reserve before reading: a request that does not fit in the budget now is turned away at
     // once (the API server retries, or another replica answers), never buffered.
@@ -192,25 +169,14 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
         .try_reserve(declared.unwrap_or(limit).saturating_add(header_bytes))
     else {
         metrics::get().overloaded.inc();
-        let mut response = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the webhook is at its memory budget for request bodies; retry",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return response;
+        return Err(ApiError::Overloaded);
     };
-    let body = match read_body(body, declared, limit, state.limits.request_timeout).await {
-        Ok(b) => b,
-        Err(response) => return response,
-    };
+    let body = read_body(body, declared, limit, state.limits.request_timeout).await?;
     let reviewed = match review::review(&body, &state.config) {
         Ok(r) => r,
         Err(e) => {
-            let message = error_chain(&e);
-            tracing::warn!(error = %message, "rejected a body that is not an AdmissionReview");
-            return json_error(StatusCode::BAD_REQUEST, &message);
+            tracing::warn!(error = %error_chain(&e), "rejected a body that is not an AdmissionReview");
+            return Err(e.into());
         }
     };
     let m = metrics::get();
@@ -241,16 +207,16 @@ async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Respons
             tracing::debug!(uid = %Quoted(&reviewed.uid), kind, operation, verdict = reviewed.verdict.as_str(), "admission")
         }
     }
-    (
+    Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         reviewed.body,
     )
-        .into_response()
+        .into_response())
 }
 
-/// The admin routes: `/healthz` (process alive), `/readyz` (a certificate is loaded and the
-/// server accepts connections) and `/metrics`.
+/// The admin routes: `/healthz` (process alive), `/readyz` (what the [`Readiness`] handle says:
+/// not draining, an unexpired certificate, no certificate problem) and `/metrics`.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -270,12 +236,7 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if !state.accepting.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    match state.certs.readiness() {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(problem) => (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n")).into_response(),
-    }
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
+    state.readiness.check().map_err(ApiError::NotReady)?;
+    Ok("ok\n")
 }
