@@ -3,20 +3,24 @@
 //! cainjector writes the new CA alone, so pods still serving a certificate of the old CA are
 //! distrusted until they are replaced: every TLS mode switch to cert-manager and every CA
 //! rotation loses admissions. Here each replica records on the webhook configuration the CAs it
-//! needs (as self-managed replicas do, [`super::self_managed`]): the one it serves and, when the
+//! needs (as self-managed replicas do, [`super::ca_bundle`]): the one it serves and, when the
 //! files bring a certificate of a new CA, that one, which it serves only once the caBundle holds
 //! it. A CA that no replica ever recorded (another TLS mode's) stays for ten minutes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::Client;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
+// Tokio's clock (the real one outside tests) so the deadlines follow a paused test clock.
+use tokio::time::Instant;
 
+use super::ca_bundle::sync::sync_with_retries;
+use super::ca_bundle::{BundleTarget, BUNDLE_PICKUP};
+use super::chain::{anchors, pem_ders};
 use super::files::CertFiles;
-use super::self_managed::{anchors, pem_ders, sync_with_retries, BundleTarget, BUNDLE_PICKUP};
 use super::store::CertStore;
 
 /// What a replica needs to keep the caBundle trusting the CA of its certificate files.
@@ -31,12 +35,30 @@ pub struct ManagedBundle {
     pub check_interval: Duration,
 }
 
-/// The CAs in a PEM file (a Secret's `ca.crt`); an error names the file.
-pub fn read_cas(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Why the CA file gives no CA; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    // The I/O error in the message (not as a source): the message is logged and nested whole.
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("no PEM certificate in {}", path.display())]
+    NoCertificate { path: PathBuf },
+}
+
+/// The CAs in a PEM file (a Secret's `ca.crt`).
+pub fn read_cas(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
+    let pem = std::fs::read(path).map_err(|error| CaFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     let cas = pem_ders(&pem);
     if cas.is_empty() {
-        return Err(format!("no PEM certificate in {}", path.display()));
+        return Err(CaFileError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(cas)
 }

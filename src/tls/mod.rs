@@ -4,6 +4,9 @@
 //! certificates from files ([`managed_bundle`]).
 
 pub mod ca;
+pub mod ca_bundle;
+pub mod ca_secret;
+mod chain;
 pub mod files;
 pub mod managed_bundle;
 pub mod self_managed;
@@ -50,7 +53,7 @@ pub enum StartError {
     #[error("no certificate loaded from {0}")]
     Empty(String),
     #[error("--manage-ca-bundle: {0} (the Secret must hold the issuing CA as ca.crt)")]
-    CaFile(String),
+    CaFile(managed_bundle::CaFileError),
     #[error("cannot write the CA to {path}")]
     WriteCa {
         path: PathBuf,
@@ -91,9 +94,8 @@ pub async fn start(source: CertSource) -> Result<Arc<CertStore>, StartError> {
                         .await
                         .map_err(StartError::Client)?;
                     // Not ready until a check has seen the caBundle trust what is served.
-                    store.set_problem(Some(format!(
-                        "the caBundle of {} is not yet confirmed to trust the served certificate",
-                        cfg.target.webhook_config
+                    store.set_problem(Some(ca_bundle::not_yet_confirmed(
+                        &cfg.target.webhook_config,
                     )));
                     tokio::spawn(managed_bundle::maintain(
                         client,
