@@ -372,4 +372,399 @@ mod tests {
         assert_eq!(needs_key("-a/b:c-"), "serving.migrations.io/a-b-c");
         assert_eq!(needs_key(&"x".repeat(80)).len(), NEEDS_PREFIX.len() + 63);
     }
+
+    const NOW: i64 = 1_000_000;
+    const STALE_AFTER: i64 = 30;
+    const R1: &str = "serving.migrations.io/r1";
+    const R2: &str = "serving.migrations.io/r2";
+
+    /// CAs A, B, C, D as DER.
+    fn cas() -> Vec<Vec<u8>> {
+        ["A", "B", "C", "D"]
+            .iter()
+            .map(|n| der_of(&Ca::generate(n, 1).unwrap().cert_pem()))
+            .collect()
+    }
+
+    fn pem_of(cas: &[Vec<u8>], which: &[usize]) -> Vec<u8> {
+        which
+            .iter()
+            .map(|&i| to_pem(&cas[i]))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    /// The configuration as the API server returns it, as JSON (the patch applies to that).
+    fn as_json(held: &Held) -> Value {
+        let webhooks: Vec<Value> = held
+            .webhooks
+            .iter()
+            .map(|w| {
+                let mut client_config = serde_json::json!({});
+                if let Some(b) = &w.ca_bundle {
+                    client_config["caBundle"] =
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+                }
+                serde_json::json!({"name": w.name, "clientConfig": client_config})
+            })
+            .collect();
+        let mut metadata = serde_json::json!({"resourceVersion": held.resource_version});
+        if let Some(a) = &held.annotations {
+            metadata["annotations"] = serde_json::to_value(a).unwrap();
+        }
+        serde_json::json!({"metadata": metadata, "webhooks": webhooks})
+    }
+
+    /// Applies the patch as the API server would; `None` if a `test` fails.
+    fn apply(held: &Held, patch: &json_patch::Patch) -> Option<Value> {
+        let mut doc = as_json(held);
+        json_patch::patch(&mut doc, patch).ok()?;
+        Some(doc)
+    }
+
+    /// The CAs (indices into `cas`) of each webhook's caBundle in a patched document.
+    fn bundles_in(doc: &Value, cas: &[Vec<u8>]) -> Vec<Vec<usize>> {
+        doc["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let b64 = w["clientConfig"]["caBundle"].as_str().unwrap_or_default();
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap();
+                pem_ders(&pem)
+                    .iter()
+                    .map(|d| cas.iter().position(|c| c == d.as_ref()).unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    struct Case {
+        name: &'static str,
+        /// Annotations before (`None`: the object has none).
+        annotations: Option<Vec<(&'static str, String)>>,
+        /// Each webhook's caBundle before, as indices of [`cas`] (`None`: no caBundle).
+        bundles: Vec<Option<Vec<usize>>>,
+        lead: Option<usize>,
+        mine: Vec<usize>,
+        /// The annotations after, exactly.
+        want_annotations: Vec<(&'static str, String)>,
+        want_bundles: Vec<Vec<usize>>,
+        want_added_mine: bool,
+        want_changed: bool,
+    }
+
+    /// The protocol, case by case: each patch is applied to the configuration it was planned
+    /// for, and the result compared whole.
+    #[test]
+    fn the_plan_brings_the_configuration_to_what_the_replicas_need() {
+        let cas = cas();
+        let fp = |i: usize| fingerprint(&cas[i]).unwrap();
+        let fps = |is: &[usize]| is.iter().map(|&i| fp(i)).collect::<Vec<_>>().join(",");
+        let rec = |t: i64, is: &[usize]| format!("{t} {}", fps(is));
+        let claimed = |is: &[usize]| (CLAIMED_KEY, fps(is));
+        let cases = vec![
+            Case {
+                name: "first record on an empty configuration",
+                annotations: None,
+                bundles: vec![None],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![(R1, rec(NOW, &[0])), claimed(&[0])],
+                want_bundles: vec![vec![0]],
+                want_added_mine: true,
+                want_changed: true,
+            },
+            Case {
+                name: "a peer's fresh record and its CA are kept",
+                annotations: Some(vec![(R2, rec(NOW - STALE_AFTER, &[1])), claimed(&[1])]),
+                bundles: vec![Some(vec![1])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![
+                    (R1, rec(NOW, &[0])),
+                    (R2, rec(NOW - STALE_AFTER, &[1])),
+                    claimed(&[1, 0]),
+                ],
+                want_bundles: vec![vec![0, 1]],
+                want_added_mine: true,
+                want_changed: true,
+            },
+            Case {
+                name: "a stale record is removed and its CA leaves the caBundle",
+                annotations: Some(vec![
+                    (R1, rec(NOW - 10, &[0])),
+                    (R2, rec(NOW - STALE_AFTER - 1, &[1])),
+                    claimed(&[0, 1]),
+                ]),
+                bundles: vec![Some(vec![0, 1])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![(R1, rec(NOW, &[0])), claimed(&[0, 1])],
+                want_bundles: vec![vec![0]],
+                want_added_mine: false,
+                want_changed: true,
+            },
+            Case {
+                name: "a record that does not parse is stale",
+                annotations: Some(vec![(R2, "soon ".to_owned() + &fp(1)), claimed(&[0])]),
+                bundles: vec![Some(vec![0, 1])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![(R1, rec(NOW, &[0])), claimed(&[0, 1])],
+                want_bundles: vec![vec![0]],
+                want_added_mine: false,
+                want_changed: true,
+            },
+            Case {
+                name: "this replica's own old record is rewritten, not removed",
+                annotations: Some(vec![(R1, rec(NOW - 1000, &[0])), claimed(&[0])]),
+                bundles: vec![Some(vec![0])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![(R1, rec(NOW, &[0])), claimed(&[0])],
+                want_bundles: vec![vec![0]],
+                want_added_mine: false,
+                want_changed: false,
+            },
+            Case {
+                name: "a CA no replica recorded is kept, first seen now",
+                annotations: Some(vec![]),
+                bundles: vec![Some(vec![2])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![
+                    (R1, rec(NOW, &[0])),
+                    claimed(&[0]),
+                    (PREVIOUS_KEY, format!("{}={NOW}", fp(2))),
+                ],
+                want_bundles: vec![vec![0, 2]],
+                want_added_mine: true,
+                want_changed: true,
+            },
+            Case {
+                name: "an unrecorded CA is still kept at ten minutes",
+                annotations: Some(vec![
+                    (R1, rec(NOW - 10, &[0])),
+                    claimed(&[0]),
+                    (PREVIOUS_KEY, format!("{}={}", fp(2), NOW - 600)),
+                ]),
+                bundles: vec![Some(vec![0, 2])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![
+                    (R1, rec(NOW, &[0])),
+                    claimed(&[0]),
+                    (PREVIOUS_KEY, format!("{}={}", fp(2), NOW - 600)),
+                ],
+                want_bundles: vec![vec![0, 2]],
+                want_added_mine: false,
+                want_changed: false,
+            },
+            Case {
+                name: "an unrecorded CA goes after ten minutes, and its note with it",
+                annotations: Some(vec![
+                    (R1, rec(NOW - 10, &[0])),
+                    claimed(&[0]),
+                    (PREVIOUS_KEY, format!("{}={}", fp(2), NOW - 601)),
+                ]),
+                bundles: vec![Some(vec![0, 2])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![(R1, rec(NOW, &[0])), claimed(&[0])],
+                want_bundles: vec![vec![0]],
+                want_added_mine: false,
+                want_changed: true,
+            },
+            Case {
+                name: "a CA once recorded and needed by nobody goes at once",
+                annotations: Some(vec![(R1, rec(NOW - 10, &[0])), claimed(&[1, 0])]),
+                bundles: vec![Some(vec![0, 1])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![(R1, rec(NOW, &[0])), claimed(&[1, 0])],
+                want_bundles: vec![vec![0]],
+                want_added_mine: false,
+                want_changed: true,
+            },
+            Case {
+                name: "switching: the next CA leads, the served one stays",
+                annotations: Some(vec![(R1, rec(NOW - 10, &[0])), claimed(&[0])]),
+                bundles: vec![Some(vec![0])],
+                lead: Some(1),
+                mine: vec![0, 1],
+                want_annotations: vec![(R1, rec(NOW, &[0, 1])), claimed(&[0, 1])],
+                want_bundles: vec![vec![1, 0]],
+                want_added_mine: true,
+                want_changed: true,
+            },
+            Case {
+                name: "without the lead CA only the record is refreshed",
+                annotations: Some(vec![
+                    (R2, rec(NOW - STALE_AFTER - 1, &[1])),
+                    claimed(&[1]),
+                    (PREVIOUS_KEY, format!("{}={}", fp(2), NOW - 601)),
+                ]),
+                bundles: vec![Some(vec![1, 2, 3])],
+                lead: None,
+                mine: vec![0],
+                want_annotations: vec![
+                    (R1, rec(NOW, &[0])),
+                    claimed(&[1]),
+                    (PREVIOUS_KEY, format!("{}={}", fp(2), NOW - 601)),
+                ],
+                want_bundles: vec![vec![1, 2, 3]],
+                want_added_mine: false,
+                want_changed: false,
+            },
+            Case {
+                name: "every webhook of the configuration gets the caBundle",
+                annotations: Some(vec![]),
+                bundles: vec![None, Some(vec![0])],
+                lead: Some(0),
+                mine: vec![0],
+                want_annotations: vec![(R1, rec(NOW, &[0])), claimed(&[0])],
+                want_bundles: vec![vec![0], vec![0]],
+                want_added_mine: true,
+                want_changed: true,
+            },
+        ];
+        for case in cases {
+            let held = Held {
+                resource_version: "42".to_owned(),
+                annotations: case.annotations.map(|a| {
+                    a.into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect::<BTreeMap<_, _>>()
+                }),
+                webhooks: case
+                    .bundles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| HeldWebhook {
+                        name: format!("w{i}.migrations.io"),
+                        ca_bundle: b.as_ref().map(|b| pem_of(&cas, b)),
+                    })
+                    .collect(),
+            };
+            let mine: Vec<Vec<u8>> = case.mine.iter().map(|&i| cas[i].clone()).collect();
+            let needs = Needs {
+                replica: "r1",
+                lead_ca: case.lead.map(|i| cas[i].as_slice()),
+                mine: &mine,
+                stale_after: STALE_AFTER,
+            };
+            let plan = plan(&held, &needs, NOW);
+            let name = case.name;
+            let doc = apply(&held, &plan.patch)
+                .unwrap_or_else(|| panic!("{name}: the patch does not apply"));
+            let annotations: BTreeMap<String, String> =
+                serde_json::from_value(doc["metadata"]["annotations"].clone()).unwrap();
+            let want: BTreeMap<String, String> = case
+                .want_annotations
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            assert_eq!(annotations, want, "{name}: annotations");
+            assert_eq!(
+                bundles_in(&doc, &cas),
+                case.want_bundles,
+                "{name}: caBundles"
+            );
+            let first: Vec<usize> = plan
+                .bundle
+                .iter()
+                .map(|d| cas.iter().position(|c| c == d.as_ref()).unwrap())
+                .collect();
+            assert_eq!(first, case.want_bundles[0], "{name}: the returned caBundle");
+            assert_eq!(plan.added_mine, case.want_added_mine, "{name}: added_mine");
+            assert_eq!(plan.bundle_changed, case.want_changed, "{name}: changed");
+        }
+    }
+
+    /// The patch fails as a whole when the configuration changed since it was read: the
+    /// resourceVersion, and each rewritten webhook's name, are tested first.
+    #[test]
+    fn the_patch_only_applies_to_the_configuration_it_was_planned_for() {
+        let cas = cas();
+        let held = Held {
+            resource_version: "7".to_owned(),
+            annotations: None,
+            webhooks: vec![HeldWebhook {
+                name: "w.migrations.io".to_owned(),
+                ca_bundle: None,
+            }],
+        };
+        let mine = vec![cas[0].clone()];
+        let needs = Needs {
+            replica: "r1",
+            lead_ca: Some(&cas[0]),
+            mine: &mine,
+            stale_after: STALE_AFTER,
+        };
+        let plan = plan(&held, &needs, NOW);
+        let ops = serde_json::to_value(&plan.patch).unwrap();
+        assert_eq!(
+            ops[0],
+            serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "7"})
+        );
+        assert_eq!(
+            ops[1],
+            serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": {}})
+        );
+        assert!(
+            ops.as_array().unwrap().contains(
+                &serde_json::json!({"op": "test", "path": "/webhooks/0/name", "value": "w.migrations.io"})
+            ),
+            "{ops}"
+        );
+        assert!(apply(&held, &plan.patch).is_some());
+        let newer = Held {
+            resource_version: "8".to_owned(),
+            ..held.clone()
+        };
+        assert!(
+            apply(&newer, &plan.patch).is_none(),
+            "a newer resourceVersion"
+        );
+        let renamed = Held {
+            webhooks: vec![HeldWebhook {
+                name: "other.migrations.io".to_owned(),
+                ca_bundle: None,
+            }],
+            ..held
+        };
+        assert!(
+            apply(&renamed, &plan.patch).is_none(),
+            "another webhook at index 0"
+        );
+    }
+
+    #[test]
+    fn the_claimed_list_keeps_the_most_recent() {
+        let cas = cas();
+        let old: Vec<String> = (0..MAX_CLAIMED).map(|i| format!("{i:032x}")).collect();
+        let held = Held {
+            annotations: Some(BTreeMap::from([(CLAIMED_KEY.to_owned(), old.join(","))])),
+            webhooks: vec![HeldWebhook::default()],
+            ..Held::default()
+        };
+        let mine = vec![cas[0].clone()];
+        let needs = Needs {
+            replica: "r1",
+            lead_ca: Some(&cas[0]),
+            mine: &mine,
+            stale_after: STALE_AFTER,
+        };
+        let doc = apply(&held, &plan(&held, &needs, NOW).patch).unwrap();
+        let claimed = doc["metadata"]["annotations"][CLAIMED_KEY]
+            .as_str()
+            .unwrap();
+        let list: Vec<&str> = claimed.split(',').collect();
+        assert_eq!(list.len(), MAX_CLAIMED);
+        assert_eq!(list[0], old[1], "the oldest is dropped");
+        assert_eq!(list[MAX_CLAIMED - 1], fingerprint(&cas[0]).unwrap());
+    }
 }
