@@ -99,3 +99,202 @@ pub(crate) async fn sync_with_retries(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_mock::{self, ApiServer};
+    use crate::tls::ca::Ca;
+    use crate::tls::ca_bundle::testing::{annotations, apply, bundle, config, CONFIG_PATH};
+    use crate::tls::chain::{der_of, fingerprint};
+    use http::Method;
+    use serde_json::{json, Value};
+
+    const STALE_AFTER: i64 = 30;
+    const R1: &str = "serving.migrations.io/r1";
+    const R2: &str = "serving.migrations.io/r2";
+    const PREVIOUS: &str = "previous.serving.migrations.io/cas";
+
+    fn ca(name: &str) -> Vec<u8> {
+        der_of(&Ca::generate(name, 1).unwrap().cert_pem())
+    }
+
+    fn fp(der: &[u8]) -> String {
+        fingerprint(der).unwrap()
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    /// Replica r1 syncs, leading with `lead` and needing `mine`.
+    fn spawn_sync(
+        client: Client,
+        lead: Option<Vec<u8>>,
+        mine: Vec<Vec<u8>>,
+    ) -> tokio::task::JoinHandle<Result<Option<Synced>, SyncError>> {
+        let target = BundleTarget {
+            webhook_config: "wh".to_owned(),
+            replica: "r1".to_owned(),
+        };
+        tokio::spawn(async move {
+            sync_with_retries(&client, &target, lead.as_deref(), &mine, STALE_AFTER).await
+        })
+    }
+
+    /// Serves `current` to the GET and applies the PATCH to it; returns the result.
+    async fn serve_round(api: &mut ApiServer, current: &Value) -> Value {
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, current);
+        apply(current, api.expect(Method::PATCH, CONFIG_PATH).await)
+    }
+
+    #[tokio::test]
+    async fn the_first_record_on_an_empty_configuration_adds_the_ca() {
+        let a = ca("A");
+        let (client, mut api) = api_mock::pair();
+        let task = spawn_sync(client, Some(a.clone()), vec![a.clone()]);
+        let before = now();
+        let after = serve_round(&mut api, &config(Value::Null, &[None])).await;
+        let synced = api_mock::finish(task).await.unwrap().unwrap();
+        let record = &annotations(&after)[R1];
+        let (time, fps) = record.split_once(' ').unwrap();
+        assert!(
+            (before..=now()).contains(&time.parse().unwrap()),
+            "{record}"
+        );
+        assert_eq!(fps, fp(&a));
+        assert_eq!(bundle(&after, 0), vec![a.clone()]);
+        assert_eq!(synced.bundle, vec![CertificateDer::from(a)]);
+        assert!(synced.added_mine);
+    }
+
+    #[tokio::test]
+    async fn a_peers_record_and_its_ca_are_kept() {
+        let (a, b) = (ca("A"), ca("B"));
+        let (client, mut api) = api_mock::pair();
+        let task = spawn_sync(client, Some(a.clone()), vec![a.clone()]);
+        let peer = format!("{} {}", now() - 5, fp(&b));
+        let current = config(json!({ R2: peer }), &[Some(&[b.clone()])]);
+        let after = serve_round(&mut api, &current).await;
+        api_mock::finish(task).await.unwrap().unwrap();
+        assert_eq!(annotations(&after)[R2], peer);
+        assert_eq!(bundle(&after, 0), vec![a, b]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_gone_longer_than_the_threshold_is_dropped_with_its_ca() {
+        let (a, b) = (ca("A"), ca("B"));
+        let (client, mut api) = api_mock::pair();
+        let task = spawn_sync(client, Some(a.clone()), vec![a.clone()]);
+        let gone = format!("{} {}", now() - STALE_AFTER - 5, fp(&b));
+        let claimed = format!("{},{}", fp(&a), fp(&b));
+        let current = config(
+            json!({ R2: gone, "claimed.serving.migrations.io/cas": claimed }),
+            &[Some(&[a.clone(), b.clone()])],
+        );
+        let after = serve_round(&mut api, &current).await;
+        api_mock::finish(task).await.unwrap().unwrap();
+        assert!(!annotations(&after).contains_key(R2), "{after}");
+        assert_eq!(bundle(&after, 0), vec![a]);
+    }
+
+    #[tokio::test]
+    async fn a_ca_no_replica_recorded_is_kept_ten_minutes_then_dropped() {
+        let (a, helm) = (ca("A"), ca("helm"));
+        let (client, mut api) = api_mock::pair();
+        // A switch from another TLS mode: its CA is in the caBundle, no record names it.
+        let task = spawn_sync(client.clone(), Some(a.clone()), vec![a.clone()]);
+        let after = serve_round(&mut api, &config(Value::Null, &[Some(&[helm.clone()])])).await;
+        api_mock::finish(task).await.unwrap().unwrap();
+        assert_eq!(bundle(&after, 0), vec![a.clone(), helm.clone()]);
+        let seen = &annotations(&after)[PREVIOUS];
+        let (f, t) = seen.split_once('=').unwrap();
+        assert_eq!(f, fp(&helm));
+        // Still there just under ten minutes later…
+        let first_seen: i64 = t.parse().unwrap();
+        let mut current = after;
+        current["metadata"]["annotations"][PREVIOUS] = json!(format!("{f}={}", now() - 590));
+        let task = spawn_sync(client.clone(), Some(a.clone()), vec![a.clone()]);
+        let after = serve_round(&mut api, &current).await;
+        api_mock::finish(task).await.unwrap().unwrap();
+        assert_eq!(bundle(&after, 0), vec![a.clone(), helm.clone()]);
+        assert!(first_seen >= now() - 5);
+        // …and gone after.
+        let mut current = after;
+        current["metadata"]["annotations"][PREVIOUS] = json!(format!("{f}={}", now() - 610));
+        let task = spawn_sync(client, Some(a.clone()), vec![a.clone()]);
+        let after = serve_round(&mut api, &current).await;
+        api_mock::finish(task).await.unwrap().unwrap();
+        assert_eq!(bundle(&after, 0), vec![a]);
+        assert!(!annotations(&after).contains_key(PREVIOUS), "{after}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_conflict_is_retried_with_a_fresh_read() {
+        let (a, b) = (ca("A"), ca("B"));
+        let (client, mut api) = api_mock::pair();
+        let task = spawn_sync(client, Some(a.clone()), vec![a.clone()]);
+        let first = config(Value::Null, &[None]);
+        api.expect(Method::GET, CONFIG_PATH).await.json(200, &first);
+        api.expect(Method::PATCH, CONFIG_PATH).await.conflict();
+        // A peer wrote in between: the retry reads its record and keeps it.
+        let peer = format!("{} {}", now(), fp(&b));
+        let second = config(json!({ R2: peer }), &[Some(&[b.clone()])]);
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &second);
+        // A failed `test` is a conflict too.
+        api.expect(Method::PATCH, CONFIG_PATH).await.status(
+            422,
+            "Invalid",
+            "the test operation failed",
+        );
+        let after = serve_round(&mut api, &second).await;
+        let synced = api_mock::finish(task).await.unwrap().unwrap();
+        assert_eq!(annotations(&after)[R2], peer);
+        assert_eq!(bundle(&after, 0), vec![a.clone(), b.clone()]);
+        assert_eq!(synced.bundle.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn conflicts_give_up_after_the_retries() {
+        let a = ca("A");
+        let (client, mut api) = api_mock::pair();
+        let task = spawn_sync(client, Some(a.clone()), vec![a]);
+        let current = config(Value::Null, &[None]);
+        for _ in 0..=CONFLICT_RETRIES {
+            api.expect(Method::GET, CONFIG_PATH)
+                .await
+                .json(200, &current);
+            api.expect(Method::PATCH, CONFIG_PATH).await.conflict();
+        }
+        let result = api_mock::finish(task).await;
+        assert!(matches!(result, Err(SyncError::Conflict)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn an_absent_configuration_is_not_created() {
+        let a = ca("A");
+        let (client, mut api) = api_mock::pair();
+        let task = spawn_sync(client, Some(a.clone()), vec![a]);
+        api.expect(Method::GET, CONFIG_PATH).await.not_found();
+        assert!(api_mock::finish(task).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn another_api_error_is_not_retried() {
+        let a = ca("A");
+        let (client, mut api) = api_mock::pair();
+        let task = spawn_sync(client, Some(a.clone()), vec![a]);
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &config(Value::Null, &[None]));
+        api.expect(Method::PATCH, CONFIG_PATH)
+            .await
+            .status(403, "Forbidden", "forbidden");
+        let result = api_mock::finish(task).await;
+        assert!(matches!(result, Err(SyncError::Kube(_))), "{result:?}");
+    }
+}
