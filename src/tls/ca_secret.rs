@@ -91,7 +91,7 @@ pub async fn shared_ca(
     }
 }
 
-fn new_secret(ca: &Ca, namespace: &str, name: &str) -> Secret {
+pub(crate) fn new_secret(ca: &Ca, namespace: &str, name: &str) -> Secret {
     let data = BTreeMap::from([
         (
             CA_CERT_KEY.to_owned(),

@@ -209,4 +209,158 @@ mod tests {
             "an expired certificate is renewed"
         );
     }
+
+    use crate::api_mock::{self, ApiServer};
+    use crate::tls::ca_bundle::testing::{annotations, apply, bundle, config, CONFIG_PATH};
+    use crate::tls::ca_secret::new_secret;
+    use crate::tls::chain::{anchors, fingerprint};
+    use http::Method;
+    use rustls::pki_types::CertificateDer;
+    use serde_json::{json, Value};
+
+    const SECRET_PATH: &str = "/api/v1/namespaces/ns/secrets/ca";
+    const CHECK: Duration = Duration::from_secs(1);
+
+    fn cfg() -> SelfManaged {
+        SelfManaged {
+            namespace: "ns".into(),
+            service: "svc".into(),
+            ca_secret: "ca".into(),
+            webhook_config: "wh".into(),
+            extra_ips: vec![],
+            cert_days: 90,
+            replica: "r1".into(),
+        }
+    }
+
+    fn secret(ca: &Ca) -> Value {
+        serde_json::to_value(new_secret(ca, "ns", "ca")).unwrap()
+    }
+
+    /// Whether the served certificate was issued by `ca`.
+    fn serves_from(store: &CertStore, ca: &Ca) -> bool {
+        let root = CertificateDer::from(der_of(&ca.cert_pem()));
+        !anchors(&store.chain(), &[root]).is_empty()
+    }
+
+    /// Start-up against a Secret holding `ca`, then the loop.
+    async fn start(
+        client: Client,
+        api: &mut ApiServer,
+        ca: &Ca,
+    ) -> (Arc<CertStore>, tokio::task::JoinHandle<()>) {
+        let boot = tokio::spawn({
+            let client = client.clone();
+            async move { bootstrap(&client, &cfg()).await }
+        });
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &secret(ca));
+        let (loaded, store) = api_mock::finish(boot).await;
+        assert!(serves_from(&store, ca));
+        assert_eq!(store.readiness(), Err(not_yet_confirmed("wh")));
+        let task = tokio::spawn(maintain(client, cfg(), loaded, store.clone(), CHECK));
+        (store, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_check_puts_the_ca_in_the_ca_bundle_then_the_replica_is_ready() {
+        let a = Ca::generate("A", 1).unwrap();
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, &mut api, &a).await;
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &secret(&a));
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &config(Value::Null, &[None]));
+        let current = apply(
+            &config(Value::Null, &[None]),
+            api.expect(Method::PATCH, CONFIG_PATH).await,
+        );
+        let a_der = der_of(&a.cert_pem());
+        assert_eq!(bundle(&current, 0), vec![a_der.clone()]);
+        let record = &annotations(&current)["serving.migrations.io/r1"];
+        assert!(record.ends_with(&fingerprint(&a_der).unwrap()), "{record}");
+        // Not ready until the check is over (after the pickup time: the CA was new).
+        assert_eq!(store.readiness(), Err(not_yet_confirmed("wh")));
+        let _next = api.expect(Method::GET, SECRET_PATH).await;
+        assert_eq!(store.readiness(), Ok(()));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replaced_ca_secret_is_served_from_only_once_the_ca_bundle_holds_it() {
+        let (a, b) = (Ca::generate("A", 1).unwrap(), Ca::generate("B", 1).unwrap());
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, &mut api, &a).await;
+        let (a_der, b_der) = (der_of(&a.cert_pem()), der_of(&b.cert_pem()));
+        let record = format!("1 {}", fingerprint(&a_der).unwrap());
+        let current = config(
+            json!({ "serving.migrations.io/r1": record }),
+            &[Some(&[a_der.clone()])],
+        );
+        // Someone replaced the Secret: B is recorded and put in the caBundle, A kept.
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &secret(&b));
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &current);
+        assert!(serves_from(&store, &a));
+        let current = apply(&current, api.expect(Method::PATCH, CONFIG_PATH).await);
+        assert_eq!(bundle(&current, 0), vec![b_der.clone(), a_der.clone()]);
+        let fps = format!(
+            "{},{}",
+            fingerprint(&a_der).unwrap(),
+            fingerprint(&b_der).unwrap()
+        );
+        assert!(annotations(&current)["serving.migrations.io/r1"].ends_with(&fps));
+        // The API server gets a moment to load B before B is served.
+        tokio::time::sleep(BUNDLE_PICKUP / 2).await;
+        assert!(serves_from(&store, &a));
+        tokio::time::sleep(BUNDLE_PICKUP).await;
+        assert!(serves_from(&store, &b));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_ca_secret_keeps_the_replica_unready_with_the_reason() {
+        let (client, mut api) = api_mock::pair();
+        let boot = tokio::spawn({
+            let client = client.clone();
+            async move { bootstrap(&client, &cfg()).await }
+        });
+        let mut malformed = secret(&Ca::generate("A", 1).unwrap());
+        malformed["data"]["ca.key"] = json!("bm90IGEga2V5"); // "not a key"
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &malformed);
+        let (loaded, store) = api_mock::finish(boot).await;
+        assert!(loaded.is_none());
+        let refused = "Secret ns/ca is refused as the CA: ca.key is not a PEM private key; fix it, or delete it to have a new CA created";
+        assert_eq!(store.readiness(), Err(refused.to_owned()));
+        // The loop keeps trying, only refreshes its (empty) record, and stays unready.
+        let task = tokio::spawn(maintain(client, cfg(), loaded, store.clone(), CHECK));
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &malformed);
+        let current = config(
+            Value::Null,
+            &[Some(&[der_of(
+                &Ca::generate("helm", 1).unwrap().cert_pem(),
+            )])],
+        );
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &current);
+        let after = apply(&current, api.expect(Method::PATCH, CONFIG_PATH).await);
+        assert_eq!(
+            after["webhooks"], current["webhooks"],
+            "the caBundle is left alone"
+        );
+        let _next = api.expect(Method::GET, SECRET_PATH).await;
+        assert_eq!(store.readiness(), Err(refused.to_owned()));
+        task.abort();
+    }
 }
