@@ -276,7 +276,14 @@ mod tests {
         assert_eq!(store.leaf_der(), Some(a_leaf.clone()));
         current = apply(&current, api.expect(Method::PATCH, CONFIG_PATH).await);
         let (a_der, b_der) = (der_of(&a.cert_pem()), der_of(&b.cert_pem()));
-        assert_eq!(bundle(&current, 0), vec![b_der, a_der]);
+        assert_eq!(bundle(&current, 0), vec![b_der.clone(), a_der.clone()]);
+        // Recorded: the CA served and the one about to be, so peers keep both.
+        let fps = format!(
+            " {},{}",
+            fingerprint(&a_der).unwrap(),
+            fingerprint(&b_der).unwrap()
+        );
+        assert!(annotations(&current)[R1].ends_with(&fps), "{current}");
         // B is in the caBundle; the API server gets a moment to load it before B is served.
         tokio::time::sleep(BUNDLE_PICKUP / 2).await;
         assert_eq!(store.leaf_der(), Some(a_leaf));
