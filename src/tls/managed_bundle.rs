@@ -269,8 +269,7 @@ mod tests {
         api.expect(Method::PATCH, CONFIG_PATH)
             .await
             .status(403, "Forbidden", "forbidden");
-        let _ = api
-            .expect(Method::GET, CONFIG_PATH)
+        api.expect(Method::GET, CONFIG_PATH)
             .await
             .json(200, &current);
         assert_eq!(store.leaf_der(), Some(a_leaf.clone()));

@@ -298,7 +298,7 @@ mod tests {
         let record = format!("1 {}", fingerprint(&a_der).unwrap());
         let current = config(
             json!({ "serving.migrations.io/r1": record }),
-            &[Some(&[a_der.clone()])],
+            &[Some(std::slice::from_ref(&a_der))],
         );
         // Someone replaced the Secret: B is recorded and put in the caBundle, A kept.
         api.expect(Method::GET, SECRET_PATH)

@@ -7,9 +7,9 @@
 //!   replica needs trusted, rewritten at every check (its heartbeat). A record older than
 //!   `stale_after` is a replica gone: it is removed and its CAs are no longer kept for it.
 //! - `claimed.serving.migrations.io/cas`: every CA some replica has recorded (the last
-//!   [`MAX_CLAIMED`]): this mode's own CAs.
+//!   16): this mode's own CAs.
 //! - `previous.serving.migrations.io/cas`: `"<fingerprint>=<first seen>,..."`, CAs found in a
-//!   caBundle that no replica ever claimed (another TLS mode's), kept [`PREVIOUS_TTL_SECONDS`].
+//!   caBundle that no replica ever claimed (another TLS mode's), kept ten minutes.
 
 use std::collections::{BTreeMap, HashSet};
 

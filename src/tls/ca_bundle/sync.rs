@@ -176,7 +176,7 @@ mod tests {
         let (client, mut api) = api_mock::pair();
         let task = spawn_sync(client, Some(a.clone()), vec![a.clone()]);
         let peer = format!("{} {}", now() - 5, fp(&b));
-        let current = config(json!({ R2: peer }), &[Some(&[b.clone()])]);
+        let current = config(json!({ R2: peer }), &[Some(std::slice::from_ref(&b))]);
         let after = serve_round(&mut api, &current).await;
         api_mock::finish(task).await.unwrap().unwrap();
         assert_eq!(annotations(&after)[R2], peer);
@@ -206,7 +206,11 @@ mod tests {
         let (client, mut api) = api_mock::pair();
         // A switch from another TLS mode: its CA is in the caBundle, no record names it.
         let task = spawn_sync(client.clone(), Some(a.clone()), vec![a.clone()]);
-        let after = serve_round(&mut api, &config(Value::Null, &[Some(&[helm.clone()])])).await;
+        let after = serve_round(
+            &mut api,
+            &config(Value::Null, &[Some(std::slice::from_ref(&helm))]),
+        )
+        .await;
         api_mock::finish(task).await.unwrap().unwrap();
         assert_eq!(bundle(&after, 0), vec![a.clone(), helm.clone()]);
         let seen = &annotations(&after)[PREVIOUS];
@@ -241,7 +245,7 @@ mod tests {
         api.expect(Method::PATCH, CONFIG_PATH).await.conflict();
         // A peer wrote in between: the retry reads its record and keeps it.
         let peer = format!("{} {}", now(), fp(&b));
-        let second = config(json!({ R2: peer }), &[Some(&[b.clone()])]);
+        let second = config(json!({ R2: peer }), &[Some(std::slice::from_ref(&b))]);
         api.expect(Method::GET, CONFIG_PATH)
             .await
             .json(200, &second);
