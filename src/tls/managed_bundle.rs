@@ -3,20 +3,24 @@
 //! cainjector writes the new CA alone, so pods still serving a certificate of the old CA are
 //! distrusted until they are replaced: every TLS mode switch to cert-manager and every CA
 //! rotation loses admissions. Here each replica records on the webhook configuration the CAs it
-//! needs (as self-managed replicas do, [`super::self_managed`]): the one it serves and, when the
+//! needs (as self-managed replicas do, [`super::ca_bundle`]): the one it serves and, when the
 //! files bring a certificate of a new CA, that one, which it serves only once the caBundle holds
 //! it. A CA that no replica ever recorded (another TLS mode's) stays for ten minutes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::Client;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
+// Tokio's clock (the real one outside tests) so the deadlines follow a paused test clock.
+use tokio::time::Instant;
 
+use super::ca_bundle::sync::sync_with_retries;
+use super::ca_bundle::{BundleTarget, BUNDLE_PICKUP};
+use super::chain::{anchors, pem_ders};
 use super::files::CertFiles;
-use super::self_managed::{anchors, pem_ders, sync_with_retries, BundleTarget, BUNDLE_PICKUP};
 use super::store::CertStore;
 
 /// What a replica needs to keep the caBundle trusting the CA of its certificate files.
@@ -31,12 +35,30 @@ pub struct ManagedBundle {
     pub check_interval: Duration,
 }
 
-/// The CAs in a PEM file (a Secret's `ca.crt`); an error names the file.
-pub fn read_cas(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// Why the CA file gives no CA; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    // The I/O error in the message (not as a source): the message is logged and nested whole.
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("no PEM certificate in {}", path.display())]
+    NoCertificate { path: PathBuf },
+}
+
+/// The CAs in a PEM file (a Secret's `ca.crt`).
+pub fn read_cas(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
+    let pem = std::fs::read(path).map_err(|error| CaFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     let cas = pem_ders(&pem);
     if cas.is_empty() {
-        return Err(format!("no PEM certificate in {}", path.display()));
+        return Err(CaFileError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(cas)
 }
@@ -160,5 +182,190 @@ pub async fn maintain(
             serving = served;
             store.set_problem(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_mock::{self, ApiServer};
+    use crate::tls::ca::Ca;
+    use crate::tls::ca_bundle::not_yet_confirmed;
+    use crate::tls::ca_bundle::testing::{annotations, apply, bundle, config, CONFIG_PATH};
+    use crate::tls::chain::{der_of, fingerprint};
+    use http::Method;
+    use serde_json::Value;
+
+    const CHECK: Duration = Duration::from_secs(1);
+    const R1: &str = "serving.migrations.io/r1";
+
+    /// Writes tls.crt, tls.key and ca.crt as cert-manager's Secret holds them, issued by `ca`;
+    /// returns the leaf (DER).
+    fn write_files(dir: &Path, ca: &Ca) -> Vec<u8> {
+        let pair = ca.issue_server(&["svc.ns.svc".to_owned()], &[], 1).unwrap();
+        std::fs::write(dir.join("tls.crt"), &pair.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &pair.key_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.cert_pem()).unwrap();
+        der_of(&pair.cert_pem)
+    }
+
+    /// What `tls::start` does with `--manage-ca-bundle`: the files loaded, not ready yet, the
+    /// loop spawned.
+    fn start(client: Client, dir: &Path) -> (Arc<CertStore>, tokio::task::JoinHandle<()>) {
+        let mut files = CertFiles::new(dir.join("tls.crt"), dir.join("tls.key"));
+        let store = CertStore::new(files.reload().unwrap().unwrap());
+        store.set_problem(Some(not_yet_confirmed("wh")));
+        let cfg = ManagedBundle {
+            target: BundleTarget {
+                webhook_config: "wh".to_owned(),
+                replica: "r1".to_owned(),
+            },
+            ca_file: dir.join("ca.crt"),
+            check_interval: CHECK,
+        };
+        let task = tokio::spawn(maintain(client, cfg, files, store.clone(), CHECK));
+        (store, task)
+    }
+
+    async fn serve_round(api: &mut ApiServer, current: &Value) -> Value {
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, current);
+        apply(current, api.expect(Method::PATCH, CONFIG_PATH).await)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ca_of_the_file_is_recorded_and_added_then_the_replica_is_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Ca::generate("A", 1).unwrap();
+        write_files(dir.path(), &a);
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, dir.path());
+        let after = serve_round(&mut api, &config(Value::Null, &[None])).await;
+        let a_der = der_of(&a.cert_pem());
+        let record = &annotations(&after)[R1];
+        assert!(record.ends_with(&format!(" {}", fingerprint(&a_der).unwrap())));
+        assert_eq!(bundle(&after, 0), vec![a_der]);
+        // The next check's read: the first check is over.
+        let _next = api.expect(Method::GET, CONFIG_PATH).await;
+        assert_eq!(store.readiness(), Ok(()));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certificate_of_a_new_ca_is_served_only_once_the_ca_bundle_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Ca::generate("A", 1).unwrap(), Ca::generate("B", 1).unwrap());
+        let a_leaf = write_files(dir.path(), &a);
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, dir.path());
+        let mut current = serve_round(&mut api, &config(Value::Null, &[None])).await;
+        // cert-manager rotates to a new CA: the files change together.
+        let b_leaf = write_files(dir.path(), &b);
+        // The first attempt to add B fails: A is still served.
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &current);
+        api.expect(Method::PATCH, CONFIG_PATH)
+            .await
+            .status(403, "Forbidden", "forbidden");
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &current);
+        assert_eq!(store.leaf_der(), Some(a_leaf.clone()));
+        current = apply(&current, api.expect(Method::PATCH, CONFIG_PATH).await);
+        let (a_der, b_der) = (der_of(&a.cert_pem()), der_of(&b.cert_pem()));
+        assert_eq!(bundle(&current, 0), vec![b_der.clone(), a_der.clone()]);
+        // Recorded: the CA served and the one about to be, so peers keep both.
+        let fps = format!(
+            " {},{}",
+            fingerprint(&a_der).unwrap(),
+            fingerprint(&b_der).unwrap()
+        );
+        assert!(annotations(&current)[R1].ends_with(&fps), "{current}");
+        // B is in the caBundle; the API server gets a moment to load it before B is served.
+        tokio::time::sleep(BUNDLE_PICKUP / 2).await;
+        assert_eq!(store.leaf_der(), Some(a_leaf));
+        tokio::time::sleep(BUNDLE_PICKUP).await;
+        assert_eq!(store.leaf_der(), Some(b_leaf));
+        assert_eq!(store.readiness(), Ok(()));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certificate_the_ca_bundle_cannot_trust_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, other) = (
+            Ca::generate("A", 1).unwrap(),
+            Ca::generate("other", 1).unwrap(),
+        );
+        let a_leaf = write_files(dir.path(), &a);
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, dir.path());
+        let current = serve_round(&mut api, &config(Value::Null, &[None])).await;
+        // A certificate of another CA while ca.crt still names A.
+        let pair = other.issue_server(&["svc.ns.svc".into()], &[], 1).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &pair.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &pair.key_pem).unwrap();
+        serve_round(&mut api, &current).await;
+        let _next = api.expect(Method::GET, CONFIG_PATH).await;
+        assert_eq!(store.leaf_der(), Some(a_leaf));
+        assert_eq!(store.readiness(), Ok(()));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_api_server_makes_the_replica_unready_after_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &Ca::generate("A", 1).unwrap());
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, dir.path());
+        serve_round(&mut api, &config(Value::Null, &[None])).await;
+        let _hung = api.expect(Method::GET, CONFIG_PATH).await.hang();
+        let started = tokio::time::Instant::now();
+        // The record is still fresh for peers: an API hiccup keeps the replica in.
+        assert_eq!(store.readiness(), Ok(()));
+        // Peers drop a record after three check intervals; the deadline is two.
+        let deadline = CHECK * 2;
+        tokio::time::sleep_until(started + deadline - Duration::from_millis(100)).await;
+        assert_eq!(store.readiness(), Ok(()));
+        tokio::time::sleep_until(started + deadline + Duration::from_millis(100)).await;
+        assert_eq!(
+            store.readiness(),
+            Err("cannot record the CAs this replica needs on wh: no answer within 2s".to_owned())
+        );
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absent_configuration_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &Ca::generate("A", 1).unwrap());
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, dir.path());
+        api.expect(Method::GET, CONFIG_PATH).await.not_found();
+        let _next = api.expect(Method::GET, CONFIG_PATH).await;
+        assert_eq!(
+            store.readiness(),
+            Err("the webhook configuration wh does not exist".to_owned())
+        );
+        task.abort();
+    }
+
+    #[test]
+    fn the_ca_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.crt");
+        let err = read_cas(&missing).unwrap_err();
+        assert!(matches!(err, CaFileError::Read { .. }), "{err:?}");
+        assert!(err
+            .to_string()
+            .starts_with(&format!("cannot read {}: ", missing.display())));
+        std::fs::write(&missing, "not PEM").unwrap();
+        let err = read_cas(&missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("no PEM certificate in {}", missing.display())
+        );
     }
 }

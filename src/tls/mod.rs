@@ -1,9 +1,23 @@
-//! The webhook's TLS: the served certificate and its store ([`store`]), certificate files and
-//! their reload ([`files`]), CA and certificate generation ([`ca`]), self-managed
-//! certificates kept in the cluster ([`self_managed`]), and a caBundle kept by the replicas for
-//! certificates from files ([`managed_bundle`]).
+//! The webhook's TLS. [`start`] turns a [`CertSource`] into a [`CertStore`] and spawns what
+//! keeps it current.
+//!
+//! - [`store`]: the served certificate, swapped atomically; the rustls config; readiness.
+//! - [`files`]: certificate files and their reload.
+//! - [`ca`]: CA and serving certificate generation.
+//! - `chain`: PEM ⇄ DER, CA fingerprints, which CA a served chain leads to, and the one
+//!   validity-window check (crate-internal).
+//! - [`ca_secret`]: the CA the self-managed replicas share, in a Secret (read, create, refuse).
+//! - [`ca_bundle`]: the caBundle kept by the replicas through records on the webhook
+//!   configuration: [`ca_bundle::protocol`] is the rule, pure (configuration + needs + now →
+//!   JSON patch), [`ca_bundle::sync`] the I/O around it.
+//! - [`self_managed`]: `--self-managed`, start-up and the check loop (CA Secret → certificate →
+//!   caBundle → readiness).
+//! - [`managed_bundle`]: `--manage-ca-bundle`, the check loop for certificates from files.
 
 pub mod ca;
+pub mod ca_bundle;
+pub mod ca_secret;
+mod chain;
 pub mod files;
 pub mod managed_bundle;
 pub mod self_managed;
@@ -50,7 +64,7 @@ pub enum StartError {
     #[error("no certificate loaded from {0}")]
     Empty(String),
     #[error("--manage-ca-bundle: {0} (the Secret must hold the issuing CA as ca.crt)")]
-    CaFile(String),
+    CaFile(managed_bundle::CaFileError),
     #[error("cannot write the CA to {path}")]
     WriteCa {
         path: PathBuf,
@@ -91,9 +105,8 @@ pub async fn start(source: CertSource) -> Result<Arc<CertStore>, StartError> {
                         .await
                         .map_err(StartError::Client)?;
                     // Not ready until a check has seen the caBundle trust what is served.
-                    store.set_problem(Some(format!(
-                        "the caBundle of {} is not yet confirmed to trust the served certificate",
-                        cfg.target.webhook_config
+                    store.set_problem(Some(ca_bundle::not_yet_confirmed(
+                        &cfg.target.webhook_config,
                     )));
                     tokio::spawn(managed_bundle::maintain(
                         client,

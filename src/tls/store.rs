@@ -81,15 +81,11 @@ pub fn check_validity(key: &CertifiedKey, what: &str) -> Result<(), TlsError> {
             expected: "X.509 certificate",
         })?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let validity = cert.validity();
-    if validity.not_after.timestamp() <= now || validity.not_before.timestamp() > now + 60 {
-        return Err(TlsError::NotValidNow {
-            what: what.to_owned(),
-            not_before: validity.not_before.to_string(),
-            not_after: validity.not_after.to_string(),
-        });
-    }
-    Ok(())
+    super::chain::check_window(&cert, now).map_err(|w| TlsError::NotValidNow {
+        what: what.to_owned(),
+        not_before: w.not_before,
+        not_after: w.not_after,
+    })
 }
 
 /// Unix time at which the leaf certificate of `key` expires.
