@@ -15,6 +15,7 @@ pub mod annotations;
 pub mod config;
 pub mod denial;
 pub mod manifests;
+pub mod yaml;
 pub mod patch;
 pub mod plan;
 pub mod resolve;
