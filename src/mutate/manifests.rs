@@ -23,13 +23,13 @@ use super::{mutate, MutationError};
 /// Documents are numbered from 1, as people count them; lines too.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
-    #[error("document {document}, {source}")]
+    #[error("document {document}")]
     Syntax {
         document: usize,
         #[source]
         source: tree::SyntaxError,
     },
-    #[error("document {document}, {source}")]
+    #[error("document {document}")]
     Read {
         document: usize,
         #[source]
@@ -88,8 +88,10 @@ pub fn inject_str(input: &str, config: &InjectorConfig) -> Result<Injected, Inje
     for (index, doc) in stream.documents.iter().enumerate() {
         let number = index + 1;
         let Some(root) = doc.root else { continue };
-        let read = value::read(&stream, root)
-            .map_err(|source| InjectError::Read { document: number, source })?;
+        let read = value::read(&stream, root).map_err(|source| InjectError::Read {
+            document: number,
+            source,
+        })?;
         out.warnings.extend(
             read.warnings
                 .into_iter()
@@ -100,8 +102,14 @@ pub fn inject_str(input: &str, config: &InjectorConfig) -> Result<Injected, Inje
             continue; // An empty document, such as one after a trailing `---`.
         }
         let mut ops = Vec::new();
-        out.warnings
-            .extend(mutation_of(&value, config, number, doc.line, &mut Vec::new(), &mut ops)?);
+        out.warnings.extend(mutation_of(
+            &value,
+            config,
+            number,
+            doc.line,
+            &mut Vec::new(),
+            &mut ops,
+        )?);
         if !ops.is_empty() {
             json_patch::patch(&mut value, &ops).map_err(|source| {
                 let (kind, name) = describe(&value);
@@ -149,7 +157,7 @@ fn write(
             let placed = if anew[i] {
                 None
             } else {
-                match edit::edits(input, stream, doc, &p.ops) {
+                match edit::edits(input, stream, doc, &p.ops, &p.value) {
                     Ok(e) => Some(e),
                     Err(why) => {
                         reasons[i] = Some(why.to_string());
@@ -168,7 +176,11 @@ fn write(
         let wrong: Vec<usize> = planned
             .iter()
             .enumerate()
-            .filter(|(_, p)| !reread.as_ref().is_some_and(|s| reads_as(s, p.index, &p.value)))
+            .filter(|(_, p)| {
+                !reread
+                    .as_ref()
+                    .is_some_and(|s| reads_as(s, p.index, &p.value))
+            })
             .map(|(i, _)| i)
             .collect();
         if wrong.is_empty() {
@@ -177,7 +189,9 @@ fn write(
                     warnings.push(format!(
                         "document {}: written anew, without its comments and layout ({})",
                         p.number,
-                        reasons[i].as_deref().unwrap_or("the edits did not read back")
+                        reasons[i]
+                            .as_deref()
+                            .unwrap_or("the edits did not read back")
                     ));
                 }
             }
@@ -239,8 +253,14 @@ fn rewrite(input: &str, stream: &Stream, p: &Planned) -> TextEdit {
 }
 
 fn describe(object: &Value) -> (WorkloadKind, String) {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -262,8 +282,14 @@ fn mutation_of(
     prefix: &mut Vec<String>,
     ops: &mut Vec<PatchOperation>,
 ) -> Result<Vec<String>, InjectError> {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind_name = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if kind_name == "List" && api_version == "v1" {
         let mut warnings = Vec::new();
         if let Some(items) = object.get("items").and_then(Value::as_array) {
@@ -284,14 +310,15 @@ fn mutation_of(
         .unwrap_or_default()
         .to_owned();
     // Same entry point as the webhook: the object's JSON text.
-    let mutation =
-        mutate(kind, &object.to_string(), config, false).map_err(|source| InjectError::Mutation {
+    let mutation = mutate(kind, &object.to_string(), config, false).map_err(|source| {
+        InjectError::Mutation {
             document,
             line,
             kind,
             name: name.clone(),
             source,
-        })?;
+        }
+    })?;
     ops.extend(mutation.patch.0.into_iter().map(|op| prefixed(op, prefix)));
     Ok(mutation
         .warnings
@@ -309,7 +336,13 @@ fn prefixed(op: PatchOperation, prefix: &[String]) -> PatchOperation {
             prefix
                 .iter()
                 .map(String::as_str)
-                .chain(path.tokens().map(|t| t.decoded().into_owned()).collect::<Vec<_>>().iter().map(String::as_str))
+                .chain(
+                    path.tokens()
+                        .map(|t| t.decoded().into_owned())
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .map(String::as_str),
+                )
                 .collect::<Vec<_>>(),
         )
     };
@@ -322,9 +355,32 @@ fn prefixed(op: PatchOperation, prefix: &[String]) -> PatchOperation {
             path: with(&o.path),
             value: o.value,
         }),
-        PatchOperation::Remove(o) => PatchOperation::Remove(RemoveOperation { path: with(&o.path) }),
+        PatchOperation::Remove(o) => PatchOperation::Remove(RemoveOperation {
+            path: with(&o.path),
+        }),
         other => other,
     }
+}
+
+/// Every non-empty document of `input` as kubectl reads it (YAML 1.1, aliases and merge keys
+/// resolved), without mutating anything.
+pub fn read_str(input: &str) -> Result<Vec<Value>, InjectError> {
+    let stream = tree::parse(input).map_err(|source| InjectError::Syntax {
+        document: source.document,
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (index, doc) in stream.documents.iter().enumerate() {
+        let Some(root) = doc.root else { continue };
+        let read = value::read(&stream, root).map_err(|source| InjectError::Read {
+            document: index + 1,
+            source,
+        })?;
+        if !read.value.is_null() {
+            out.push(read.value);
+        }
+    }
+    Ok(out)
 }
 
 /// Renders the output (kept for callers of the former API: the text is made by [`inject_str`]).

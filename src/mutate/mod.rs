@@ -15,13 +15,13 @@ pub mod annotations;
 pub mod config;
 pub mod denial;
 pub mod manifests;
-pub mod yaml;
 pub mod patch;
 pub mod plan;
 pub mod resolve;
 pub mod validate;
 pub mod values;
 pub mod workload;
+pub mod yaml;
 
 use json_patch::Patch;
 

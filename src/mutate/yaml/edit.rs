@@ -35,7 +35,8 @@ fn unsupported<T>(why: impl Into<String>) -> Result<T, Unsupported> {
 /// Applies edits to `text`. Edits must not overlap.
 pub fn apply(text: &str, mut edits: Vec<TextEdit>) -> Result<String, Unsupported> {
     edits.sort_by_key(|e| (e.start, e.end));
-    let mut out = String::with_capacity(text.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
+    let mut out =
+        String::with_capacity(text.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
     let mut at = 0;
     for e in edits {
         if e.start < at || e.end < e.start || e.end > text.len() {
@@ -50,16 +51,23 @@ pub fn apply(text: &str, mut edits: Vec<TextEdit>) -> Result<String, Unsupported
 }
 
 /// The text edits that apply `ops` (paths from the document's root) to `doc`.
+///
+/// A change inside a flow collection (`spec: {template: ...}`, `volumes: [...]`) written as the
+/// value of a block mapping or sequence rewrites that one collection as block YAML, from
+/// `patched` (the document's value after the patch); a flow document (JSON) stays flow.
 pub fn edits(
     text: &str,
     stream: &Stream,
     doc: &Document,
     ops: &[PatchOperation],
+    patched: &Value,
 ) -> Result<Vec<TextEdit>, Unsupported> {
     let mut editor = Editor {
         text,
         stream,
         doc,
+        patched,
+        rewritten: Vec::new(),
         layout: Layout::default(),
         crlf: text.contains("\r\n"),
         removed: HashMap::new(),
@@ -78,6 +86,9 @@ struct Editor<'a> {
     text: &'a str,
     stream: &'a Stream,
     doc: &'a Document,
+    patched: &'a Value,
+    /// Flow collections already rewritten as block YAML.
+    rewritten: Vec<NodeId>,
     layout: Layout,
     crlf: bool,
     /// Items removed so far from each sequence (original indices): later indices skip them.
@@ -101,7 +112,11 @@ impl Editor<'_> {
             text
         };
         // Appending after a last line that has no line break.
-        if start == self.text.len() && !self.text.is_empty() && !self.text.ends_with('\n') && text.ends_with('\n') {
+        if start == self.text.len()
+            && !self.text.is_empty()
+            && !self.text.ends_with('\n')
+            && text.ends_with('\n')
+        {
             text.insert_str(0, if self.crlf { "\r\n" } else { "\n" });
         }
         self.edits.push(TextEdit { start, end, text });
@@ -118,7 +133,15 @@ impl Editor<'_> {
         let Some(last) = tokens.pop() else {
             return unsupported("a change of the whole document");
         };
-        let parent = self.locate(&tokens)?;
+        let path = self.locate(&tokens)?;
+        if let Some(j) = path
+            .iter()
+            .position(|id| self.is_flow(*id))
+            .filter(|j| *j > 0)
+        {
+            return self.rewrite_flow(path[j - 1], path[j], &tokens[..j]);
+        }
+        let parent = path[path.len() - 1];
         let is_add = matches!(op, PatchOperation::Add(_));
         match (&self.node(parent).kind, value) {
             (Kind::Map { entries, .. }, value) => {
@@ -159,6 +182,68 @@ impl Editor<'_> {
         }
     }
 
+    fn is_flow(&self, id: NodeId) -> bool {
+        matches!(
+            self.node(id).kind,
+            Kind::Seq { flow: true, .. } | Kind::Map { flow: true, .. }
+        )
+    }
+
+    /// Rewrites the flow collection `flow`, a member of the block collection `parent`, as block
+    /// YAML holding its patched value (at `tokens` in the document).
+    fn rewrite_flow(
+        &mut self,
+        parent: NodeId,
+        flow: NodeId,
+        tokens: &[String],
+    ) -> Result<(), Unsupported> {
+        if self.rewritten.contains(&flow) {
+            return Ok(());
+        }
+        self.rewritten.push(flow);
+        let pointer: String = tokens
+            .iter()
+            .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+            .collect();
+        let value = self
+            .patched
+            .pointer(&pointer)
+            .cloned()
+            .ok_or_else(|| Unsupported("the patched value is missing".into()))?;
+        match &self.node(parent).kind {
+            Kind::Map { entries, .. } => {
+                let Some((k, _)) = entries.iter().find(|(_, v)| *v == flow).copied() else {
+                    return unsupported("a flow value without its key");
+                };
+                self.replace_entry(parent, k, flow, &value)
+            }
+            Kind::Seq { items, .. } => {
+                let Some(i) = items.iter().position(|v| *v == flow) else {
+                    return unsupported("a flow item not in its sequence");
+                };
+                self.replace_item(parent, i, &value)
+            }
+            _ => unsupported("a flow collection inside a scalar"),
+        }
+    }
+
+    /// A comment after `pos` on its line (`  # ...`), to keep when the line is rewritten.
+    fn trailing_comment(&self, pos: usize) -> Option<String> {
+        let rest = &self.text[pos..];
+        let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+        let line = line.trim_end_matches('\r');
+        let trimmed = line.trim_start();
+        trimmed.starts_with('#').then(|| format!("  {trimmed}"))
+    }
+
+    /// Puts a kept comment at the end of the first line of `text`.
+    fn with_comment(text: String, comment: Option<String>) -> String {
+        match (comment, text.find('\n')) {
+            (Some(c), Some(i)) => format!("{}{c}{}", &text[..i], &text[i..]),
+            _ => text,
+        }
+    }
+
     /// The original index of the item now at `index`, `None` past the end.
     fn original_index(&self, seq: NodeId, index: usize) -> Option<usize> {
         let Kind::Seq { items, .. } = &self.node(seq).kind else {
@@ -172,10 +257,11 @@ impl Editor<'_> {
 
     /// The node at `tokens`, reached through members written in this mapping (not merged in)
     /// and through no alias or aliased node, whose text change would change other places too.
-    fn locate(&self, tokens: &[String]) -> Result<NodeId, Unsupported> {
+    fn locate(&self, tokens: &[String]) -> Result<Vec<NodeId>, Unsupported> {
         let Some(mut id) = self.doc.root else {
             return unsupported("an empty document");
         };
+        let mut path = vec![id];
         for token in tokens.iter().map(Some).chain([None]) {
             if self.doc.aliased.contains(&id) {
                 return unsupported("the change is inside an anchored node that an alias repeats");
@@ -183,29 +269,38 @@ impl Editor<'_> {
             let Some(token) = token else { break };
             id = match &self.node(id).kind {
                 Kind::Map { entries, .. } => {
-                    let mut found = entries
-                        .iter()
-                        .filter(|(k, _)| key_string(self.stream, *k).ok().as_deref() == Some(token));
+                    let mut found = entries.iter().filter(|(k, _)| {
+                        key_string(self.stream, *k).ok().as_deref() == Some(token)
+                    });
                     match (found.next(), found.next()) {
                         (Some((_, v)), None) => *v,
-                        (Some(_), Some(_)) => return unsupported(format!("key {token:?} is written twice")),
-                        (None, _) => return unsupported(format!("{token:?} comes from a merge key or is missing")),
+                        (Some(_), Some(_)) => {
+                            return unsupported(format!("key {token:?} is written twice"))
+                        }
+                        (None, _) => {
+                            return unsupported(format!(
+                                "{token:?} comes from a merge key or is missing"
+                            ))
+                        }
                     }
                 }
                 Kind::Seq { items, .. } => {
                     let i: usize = token
                         .parse()
                         .map_err(|_| Unsupported(format!("bad index {token}")))?;
-                    *items.get(i).ok_or_else(|| Unsupported(format!("no item {i}")))?
+                    *items
+                        .get(i)
+                        .ok_or_else(|| Unsupported(format!("no item {i}")))?
                 }
                 Kind::Alias(_) => return unsupported("the change goes through an alias"),
                 Kind::Scalar { .. } => return unsupported("the change goes through a scalar"),
             };
+            path.push(id);
         }
         if matches!(self.node(id).kind, Kind::Alias(_)) {
             return unsupported("the change goes through an alias");
         }
-        Ok(id)
+        Ok(path)
     }
 
     // --- positions -------------------------------------------------------------------------
@@ -269,17 +364,31 @@ impl Editor<'_> {
         Ok(())
     }
 
-    fn replace_entry(&mut self, map: NodeId, k: NodeId, v: NodeId, value: &Value) -> Result<(), Unsupported> {
+    fn replace_entry(
+        &mut self,
+        map: NodeId,
+        k: NodeId,
+        v: NodeId,
+        value: &Value,
+    ) -> Result<(), Unsupported> {
         let flow = matches!(self.node(map).kind, Kind::Map { flow: true, .. });
         let (vs, ve) = (self.node(v).start, self.node(v).end);
         let simple = !matches!(value, Value::Object(m) if !m.is_empty())
             && !matches!(value, Value::Array(a) if !a.is_empty());
         let inline_scalar = matches!(
             &self.node(v).kind,
-            Kind::Scalar { style: super::tree::Style::Plain | super::tree::Style::Quoted, .. }
+            Kind::Scalar {
+                style: super::tree::Style::Plain | super::tree::Style::Quoted,
+                ..
+            }
         ) && ve > vs;
         if flow {
-            if !inline_scalar && !matches!(self.node(v).kind, Kind::Map { flow: true, .. } | Kind::Seq { flow: true, .. }) {
+            if !inline_scalar
+                && !matches!(
+                    self.node(v).kind,
+                    Kind::Map { flow: true, .. } | Kind::Seq { flow: true, .. }
+                )
+            {
                 return unsupported("a flow member whose value cannot be replaced");
             }
             self.push(vs, ve, emit::flow(value));
@@ -295,8 +404,13 @@ impl Editor<'_> {
         }
         let raw_key = self.text[ks..self.node(k).end].to_owned();
         let indent = self.node(k).col;
-        let end = self.after_line(ve.max(self.node(k).end));
-        let text = emit::entry_raw(&raw_key, value, indent, self.layout);
+        let content_end = ve.max(self.node(k).end);
+        let end = self.after_line(content_end);
+        let comment = self.trailing_comment(content_end);
+        let text = Self::with_comment(
+            emit::entry_raw(&raw_key, value, indent, self.layout),
+            comment,
+        );
         self.push(self.line_start(ks), end, text);
         Ok(())
     }
@@ -319,7 +433,12 @@ impl Editor<'_> {
 
     // --- sequences ---------------------------------------------------------------------------
 
-    fn insert_item(&mut self, seq: NodeId, before: Option<usize>, value: &Value) -> Result<(), Unsupported> {
+    fn insert_item(
+        &mut self,
+        seq: NodeId,
+        before: Option<usize>,
+        value: &Value,
+    ) -> Result<(), Unsupported> {
         let Kind::Seq { items, flow } = &self.node(seq).kind else {
             return unsupported("not a sequence");
         };
@@ -367,8 +486,9 @@ impl Editor<'_> {
         }
         let mut text = String::new();
         emit::item_body(value, self.node(item).col, self.layout, &mut text);
+        let comment = self.trailing_comment(end);
         let end = self.after_line(end);
-        self.push(start, end, text);
+        self.push(start, end, Self::with_comment(text, comment));
         Ok(())
     }
 
@@ -394,7 +514,13 @@ impl Editor<'_> {
 
     /// Adds `prefix` + `value` as the last member of a flow collection: on a line of its own,
     /// JSON-style, when the collection holds one member per line; inline otherwise.
-    fn insert_flow(&mut self, coll: NodeId, prefix: &str, value: &Value, _seq: Option<()>) -> Result<(), Unsupported> {
+    fn insert_flow(
+        &mut self,
+        coll: NodeId,
+        prefix: &str,
+        value: &Value,
+        _seq: Option<()>,
+    ) -> Result<(), Unsupported> {
         let node = self.node(coll);
         let close = node.close;
         let children: Vec<NodeId> = match &node.kind {
@@ -408,20 +534,39 @@ impl Editor<'_> {
             self.push(close, close, format!("{prefix}{}", emit::flow(value)));
             return Ok(());
         };
-        let multiline = self.first_on_line(close) && self.node(*last_child).line != self.node(coll).line;
+        let multiline =
+            self.first_on_line(close) && self.node(*last_child).line != self.node(coll).line;
         if multiline && !trailing_comma {
             let indent = self.node(*last_child).col;
             let last_end = self.last_end(&children).max(match &self.node(coll).kind {
-                Kind::Map { entries, .. } => self.last_end(&entries.iter().map(|(_, v)| *v).collect::<Vec<_>>()),
+                Kind::Map { entries, .. } => {
+                    self.last_end(&entries.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+                }
                 _ => 0,
             });
-            let text = format!(",\n{}{prefix}{}", " ".repeat(indent), emit::pretty(value, indent));
+            let text = format!(
+                ",\n{}{prefix}{}",
+                " ".repeat(indent),
+                emit::pretty(value, indent)
+            );
             // `push` adds a line break before text only at the very end of input; not here.
-            self.edits.push(TextEdit { start: last_end, end: last_end, text: if self.crlf { text.replace('\n', "\r\n") } else { text } });
+            self.edits.push(TextEdit {
+                start: last_end,
+                end: last_end,
+                text: if self.crlf {
+                    text.replace('\n', "\r\n")
+                } else {
+                    text
+                },
+            });
             return Ok(());
         }
         let sep = if trailing_comma { " " } else { ", " };
-        self.push(before.len(), before.len(), format!("{sep}{prefix}{}", emit::flow(value)));
+        self.push(
+            before.len(),
+            before.len(),
+            format!("{sep}{prefix}{}", emit::flow(value)),
+        );
         Ok(())
     }
 }
@@ -437,11 +582,17 @@ fn detect_layout(editor: &Editor<'_>, root: NodeId) -> Layout {
             break;
         }
         match &editor.node(id).kind {
-            Kind::Map { entries, flow: false } => {
+            Kind::Map {
+                entries,
+                flow: false,
+            } => {
                 for (k, v) in entries {
                     let kcol = editor.node(*k).col;
                     match &editor.node(*v).kind {
-                        Kind::Map { entries: inner, flow: false } if step.is_none() => {
+                        Kind::Map {
+                            entries: inner,
+                            flow: false,
+                        } if step.is_none() => {
                             if let Some((ik, _)) = inner.first() {
                                 let icol = editor.node(*ik).col;
                                 if icol > kcol {

@@ -53,7 +53,11 @@ pub fn item_body(value: &Value, col: usize, layout: Layout, out: &mut String) {
         Value::Object(m) if !m.is_empty() => {
             for (i, (k, v)) in named_first(m).enumerate() {
                 let e = entry(k, v, col, layout);
-                out.push_str(if i == 0 { e.trim_start_matches(' ') } else { &e });
+                out.push_str(if i == 0 {
+                    e.trim_start_matches(' ')
+                } else {
+                    &e
+                });
             }
         }
         // Nested sequences are rare in pod specs: written as JSON, which YAML reads as is.
@@ -71,10 +75,9 @@ pub fn item_body(value: &Value, col: usize, layout: Layout, out: &mut String) {
 /// A whole document at column 0 (used when a document is written anew).
 pub fn document(value: &Value, layout: Layout) -> String {
     match value {
-        Value::Object(m) if !m.is_empty() => m
-            .iter()
-            .map(|(k, v)| entry(k, v, 0, layout))
-            .collect(),
+        Value::Object(m) if !m.is_empty() => {
+            m.iter().map(|(k, v)| entry(k, v, 0, layout)).collect()
+        }
         Value::Array(a) if !a.is_empty() => a.iter().map(|v| item(v, 0, 2, layout)).collect(),
         _ => format!("{}\n", inline(value)),
     }
@@ -166,7 +169,10 @@ pub fn flow(value: &Value) -> String {
 pub fn scalar_string(s: &str) -> String {
     if plain_is_safe(s) {
         s.to_owned()
-    } else if s.chars().all(|c| printable(c) && c != '\n' && c != '\r' && c != '\t') {
+    } else if s
+        .chars()
+        .all(|c| printable(c) && c != '\n' && c != '\r' && c != '\t')
+    {
         format!("'{}'", s.replace('\'', "''"))
     } else {
         double_quoted(s)
@@ -228,7 +234,8 @@ pub fn plain_is_safe(s: &str) -> bool {
         && !s.ends_with(':')
         && !s.starts_with(' ')
         && !s.ends_with(' ')
-        && s.chars().all(|c| printable(c) && !matches!(c, '\t' | '\n' | '\r' | '\u{85}' | '\u{feff}'))
+        && s.chars()
+            .all(|c| printable(c) && !matches!(c, '\t' | '\n' | '\r' | '\u{85}' | '\u{feff}'))
 }
 
 #[cfg(test)]
@@ -238,10 +245,19 @@ mod tests {
 
     #[test]
     fn strings_yaml_1_1_reads_otherwise_are_quoted() {
-        for s in ["no", "Yes", "on", "y", "N", "0755", "1_000", "1e3", "~", "null", "", "-1", ".5", "<<"] {
+        for s in [
+            "no", "Yes", "on", "y", "N", "0755", "1_000", "1e3", "~", "null", "", "-1", ".5", "<<",
+        ] {
             assert!(scalar_string(s).starts_with('\''), "{s}");
         }
-        for s in ["migrate", "--env", "file:///etc/atlas/atlas.hcl", "1:20", "k8s", "yEs"] {
+        for s in [
+            "migrate",
+            "--env",
+            "file:///etc/atlas/atlas.hcl",
+            "1:20",
+            "k8s",
+            "yEs",
+        ] {
             assert_eq!(scalar_string(s), s);
         }
         assert_eq!(scalar_string("a\nb"), "\"a\\nb\"");

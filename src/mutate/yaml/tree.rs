@@ -249,7 +249,10 @@ pub fn parse(text: &str) -> Result<Stream, SyntaxError> {
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some(open) = stack.pop() {
                     let node = &mut stream.nodes[open.id];
-                    let flow = matches!(node.kind, Kind::Seq { flow: true, .. } | Kind::Map { flow: true, .. });
+                    let flow = matches!(
+                        node.kind,
+                        Kind::Seq { flow: true, .. } | Kind::Map { flow: true, .. }
+                    );
                     event_kind = EventKind::Collection(flow);
                     if flow {
                         node.close = at(&span);

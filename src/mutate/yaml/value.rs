@@ -94,8 +94,8 @@ impl Reader<'_> {
         match &stream.nodes[id].kind {
             Kind::Alias(target) => self.node(*target, depth + 1),
             Kind::Scalar { value, style, tag } => {
-                let scalar = scalar_of(value, *style, tag.as_deref())
-                    .map_err(|m| self.error(id, m))?;
+                let scalar =
+                    scalar_of(value, *style, tag.as_deref()).map_err(|m| self.error(id, m))?;
                 to_json(scalar).map_err(|m| self.error(id, m))
             }
             Kind::Seq { items, .. } => items
@@ -133,7 +133,12 @@ impl Reader<'_> {
     }
 
     /// A merge key's value: a mapping, or a list of them where earlier ones win.
-    fn merge(&mut self, id: NodeId, into: &mut Map<String, Value>, depth: usize) -> Result<(), ValueError> {
+    fn merge(
+        &mut self,
+        id: NodeId,
+        into: &mut Map<String, Value>,
+        depth: usize,
+    ) -> Result<(), ValueError> {
         let stream = self.stream;
         let target = |id: NodeId| match &stream.nodes[id].kind {
             Kind::Alias(t) => *t,
@@ -144,11 +149,18 @@ impl Reader<'_> {
             Kind::Seq { items, .. } if !matches!(stream.nodes[id].kind, Kind::Alias(_)) => {
                 items.iter().rev().copied().collect()
             }
-            _ => return Err(self.error(id, "map merge requires map or sequence of maps as the value")),
+            _ => {
+                return Err(self.error(
+                    id,
+                    "map merge requires map or sequence of maps as the value",
+                ))
+            }
         };
         for m in maps {
             if !matches!(stream.nodes[target(m)].kind, Kind::Map { .. }) {
-                return Err(self.error(m, "map merge requires map or sequence of maps as the value"));
+                return Err(
+                    self.error(m, "map merge requires map or sequence of maps as the value")
+                );
             }
             if let Value::Object(merged) = self.node(m, depth + 1)? {
                 into.extend(merged);
@@ -164,27 +176,25 @@ impl Reader<'_> {
 
 /// A key as sigs.k8s.io/yaml writes it in JSON.
 pub fn key_string(stream: &Stream, id: NodeId) -> Result<String, String> {
-        let node = match &stream.nodes[id].kind {
-            Kind::Alias(t) => *t,
-            _ => id,
-        };
-        let Kind::Scalar { value, style, tag } = &stream.nodes[node].kind else {
-            return Err("a mapping key must be a scalar".into());
-        };
-        let scalar = scalar_of(value, *style, tag.as_deref())?;
-        Ok(match scalar {
-            Scalar::Str(s) => s,
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Uint(u) => u.to_string(),
-            Scalar::Bool(b) => b.to_string(),
-            // Go formats float keys with 32-bit precision; `.inf`/`.nan` keep their YAML names.
-            Scalar::Float(f) if f.is_nan() => ".nan".into(),
-            Scalar::Float(f) if f.is_infinite() => {
-                if f > 0.0 { ".inf" } else { "-.inf" }.into()
-            }
-            Scalar::Float(f) => format!("{}", f as f32),
-            Scalar::Null | Scalar::Merge => return Err(format!("unsupported map key {value:?}")),
-        })
+    let node = match &stream.nodes[id].kind {
+        Kind::Alias(t) => *t,
+        _ => id,
+    };
+    let Kind::Scalar { value, style, tag } = &stream.nodes[node].kind else {
+        return Err("a mapping key must be a scalar".into());
+    };
+    let scalar = scalar_of(value, *style, tag.as_deref())?;
+    Ok(match scalar {
+        Scalar::Str(s) => s,
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Uint(u) => u.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        // Go formats float keys with 32-bit precision; `.inf`/`.nan` keep their YAML names.
+        Scalar::Float(f) if f.is_nan() => ".nan".into(),
+        Scalar::Float(f) if f.is_infinite() => if f > 0.0 { ".inf" } else { "-.inf" }.into(),
+        Scalar::Float(f) => format!("{}", f as f32),
+        Scalar::Null | Scalar::Merge => return Err(format!("unsupported map key {value:?}")),
+    })
 }
 
 /// A scalar as Go's JSON encoder writes it.
@@ -217,7 +227,9 @@ pub fn canonical(value: &Value) -> Value {
             _ => value.clone(),
         },
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+        }
         _ => value.clone(),
     }
 }
