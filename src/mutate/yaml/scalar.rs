@@ -47,12 +47,10 @@ pub fn resolve_plain(s: &str) -> Scalar {
     }
     let first = s.as_bytes().first().copied().unwrap_or(b' ');
     match first {
-        b'.' => {
-            // v2 hands these to strconv.ParseFloat, whose decimal form is this.
-            if is_dot_float(s) {
-                if let Ok(f) = s.parse::<f64>() {
-                    return Scalar::Float(f);
-                }
+        // v2 hands these to strconv.ParseFloat, whose decimal form is this.
+        b'.' if is_dot_float(s) => {
+            if let Ok(f) = s.parse::<f64>() {
+                return Scalar::Float(f);
             }
         }
         b'0'..=b'9' | b'+' | b'-' => {
