@@ -478,3 +478,54 @@ proptest! {
         }
     }
 }
+
+/// Re-running inject after the annotations changed (the UPDATE-like case): the injected container
+/// is replaced or moved in the text, the user's items and comments stay, and a further run is
+/// byte-identical.
+#[test]
+fn changed_annotations_update_the_injected_items_in_place() {
+    let (_, input) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "install.yaml")
+        .unwrap();
+    let first = injected("install.yaml", &input);
+    let changed = first
+        .replace(
+            "    migrations.io/args: '[\"migrate\", \"apply\", \"--env\", \"on\", \"--baseline\", \"0755\"]'\n",
+            "    migrations.io/args: '[\"migrate\", \"apply\", \"--env\", \"off\"]'\n",
+        )
+        .replace("shop-migrations:2.3.0", "shop-migrations:2.4.0");
+    assert_ne!(changed, first);
+    let second = injected("install.yaml", &changed);
+    let doc = read_str(&second)
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let init = &doc["spec"]["template"]["spec"]["initContainers"];
+    assert_eq!(init[2]["args"], json!(["migrate", "apply", "--env", "off"]));
+    assert_eq!(init[2]["image"], "ghcr.io/example/shop-migrations:2.4.0");
+    assert_eq!(init[0]["name"], "wait-for-db");
+    assert!(
+        second.contains("      - name: log-shipper       # a native sidecar\n"),
+        "{second}"
+    );
+    assert_eq!(injected("install.yaml", &second), second);
+    // Moving it first (Remove + Insert in the patch) is placed in the text too.
+    let moved = second.replace(
+        "    migrations.io/args: '[\"migrate\", \"apply\", \"--env\", \"off\"]'\n",
+        "    migrations.io/position: first\n",
+    );
+    let out = inject_str(&moved, &InjectorConfig::default()).unwrap();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let doc = read_str(&out.text)
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    assert_eq!(
+        doc["spec"]["template"]["spec"]["initContainers"][0]["name"],
+        "migrate"
+    );
+    assert_eq!(injected("install.yaml", &out.text), out.text);
+}
