@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
-use migration_injector::mutate::manifests::{inject_str, render};
+use migration_injector::mutate::manifests::{inject_str, read_str, render};
 use migration_injector::mutate::InjectorConfig;
 use migration_injector::webhook::review::review;
 use serde_json::{json, Value};
@@ -49,7 +49,7 @@ spec:
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"migrations.io/image":"ghcr.io/org/m:2"}},"spec":{"containers":[{"name":"c","image":"c:1"}]}}"#;
     for input in [examples.as_str(), cronjob, pod] {
         let injected = inject_str(input, &InjectorConfig::default()).unwrap();
-        let original: Value = serde_yaml_ng::from_str(input).unwrap();
+        let original = read_str(input).unwrap().remove(0);
         let api_version = original["apiVersion"].as_str().unwrap();
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let via_webhook = webhook(
@@ -103,10 +103,9 @@ data: {a: b}
     assert_eq!(out.documents[1]["data"], json!({"a": "b"}));
     let text = render(&out).unwrap();
     assert!(text.contains("\n---\n"));
-    let reparsed: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
-    assert_eq!(reparsed, out.documents);
+    // Read back as kubectl reads it (the trailing empty document is kept, and is no object).
+    assert_eq!(read_str(&text).unwrap(), out.documents);
+    assert!(text.ends_with("---\n"), "{text}");
 }
 
 fn run_cli(args: &[&str], stdin: &str) -> (i32, String, String) {
@@ -146,7 +145,7 @@ fn cli_on_the_examples_and_on_bad_annotations() {
     assert!(stdout.is_empty());
     assert_eq!(
         stderr.trim(),
-        r#"error: document 0 (Deployment "x"): annotation migrations.io/pull-policy="Sometimes" is not an image pull policy; fix: use Always, IfNotPresent or Never"#
+        r#"error: stdin: document 1 at line 1 (Deployment "x"): annotation migrations.io/pull-policy="Sometimes" is not an image pull policy; fix: use Always, IfNotPresent or Never"#
     );
 
     // Flags set cluster defaults, exactly as for serve.

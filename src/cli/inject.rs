@@ -1,7 +1,7 @@
 //! `migration-injector inject`: the webhook's mutation applied to manifest files or stdin.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -11,7 +11,7 @@ use super::injection_args::InjectionArgs;
 
 #[derive(Debug, Args)]
 pub struct InjectArgs {
-    /// Manifest file (YAML or JSON, multi-document), or `-` for stdin.
+    /// Manifest file (YAML or JSON, multi-document), a directory of them, or `-` for stdin.
     #[arg(short = 'f', long = "filename")]
     pub file: PathBuf,
     #[command(flatten)]
@@ -20,14 +20,15 @@ pub struct InjectArgs {
 
 pub fn inject(args: InjectArgs) -> Result<()> {
     let config = migration_injector::mutate::InjectorConfig::from(args.injection);
-    let input = if args.file.as_os_str() == "-" {
+    let inputs: Vec<(String, String)> = if args.file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
             .context("reading stdin")?;
-        s
+        vec![("stdin".into(), s)]
     } else if args.file.is_dir() {
-        // A directory: its .yaml, .yml and .json files, in name order.
+        // A directory: its .yaml, .yml and .json files, in name order, each read on its own
+        // (as kubectl does) so document numbers and lines in messages are those of the file.
         let mut paths: Vec<_> = std::fs::read_dir(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -37,27 +38,38 @@ pub fn inject(args: InjectArgs) -> Result<()> {
             })
             .collect();
         paths.sort();
-        let mut s = String::new();
-        for p in paths {
-            let text =
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            s.push_str("---\n");
-            s.push_str(&text);
-            s.push('\n');
-        }
-        s
+        paths.iter().map(|p| read(p)).collect::<Result<_>>()?
     } else {
-        std::fs::read_to_string(&args.file)
-            .with_context(|| format!("reading {}", args.file.display()))?
+        vec![read(&args.file)?]
     };
-    let injected = manifests::inject_str(&input, &config)?;
-    for w in &injected.warnings {
-        eprintln!("warning: {w}");
+    let mut out = String::new();
+    for (name, text) in &inputs {
+        let injected = manifests::inject_str(text, &config).with_context(|| name.clone())?;
+        for w in &injected.warnings {
+            eprintln!("warning: {name}: {w}");
+        }
+        if injected.text.trim().is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            if !injected.text.starts_with("---") {
+                out.push_str("---\n");
+            }
+        }
+        out.push_str(&injected.text);
     }
-    let out = manifests::render(&injected)?;
     std::io::stdout()
         .lock()
         .write_all(out.as_bytes())
         .context("writing stdout")?;
     Ok(())
+}
+
+fn read(path: &Path) -> Result<(String, String)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((path.display().to_string(), text))
 }

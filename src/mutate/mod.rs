@@ -9,7 +9,8 @@
 //! - [`plan`](mod@plan): the edits that bring a pod template to that state;
 //! - [`patch`]: the edits as an RFC 6902 JSON patch;
 //! - [`denial`]: why a request is refused;
-//! - [`manifests`]: the same mutation applied to YAML/JSON manifests.
+//! - [`manifests`]: the same mutation applied to YAML/JSON manifests;
+//! - [`yaml`]: YAML read as kubectl reads it, and a patch applied to its text.
 
 pub mod annotations;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod resolve;
 pub mod validate;
 pub mod values;
 pub mod workload;
+pub mod yaml;
 
 use json_patch::Patch;
 
