@@ -22,6 +22,7 @@
 
 #[cfg(test)]
 mod api_mock;
+pub mod check;
 pub mod mutate;
 pub mod tls;
 pub mod webhook;
