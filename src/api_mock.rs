@@ -125,6 +125,17 @@ impl Call {
         self.json(code, &body);
     }
 
+    /// Answers with `status` and a plain-text body, as the API server does for a path it does not
+    /// serve at all (`404 page not found`), or as a proxy in front of it might.
+    pub fn text(self, status: u16, body: &str) {
+        let response = Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from(body.to_owned().into_bytes()))
+            .expect("response");
+        self.respond.send_response(response);
+    }
+
     pub fn not_found(self) {
         self.status(404, "NotFound", "not found");
     }

@@ -3,16 +3,19 @@
 //!
 //! ```text
 //!   main.rs + cli/   (binary: clap, anyhow, subcommands)
-//!        │      └──────────────┐
-//!        ▼                     ▼
-//!   webhook/ ──────────────▶ tls/      (certificates: files, CA, self-managed)
-//!        │
-//!        ▼
-//!   mutate/          (pure core: annotations → resolve → plan → patch; no I/O)
+//!        │      └──────────────┬──────────────────┐
+//!        ▼                     ▼                  ▼
+//!   webhook/ ──────────────▶ tls/               check/   (`check`: target selection, one
+//!        │                   (certificates:       │       function per check, against the
+//!        │                    files, CA,          │       cluster through a kube Client)
+//!        ▼                    self-managed)       │
+//!   mutate/ ◀─────────────────────────────────────┘
+//!                    (pure core: annotations → resolve → plan → patch; no I/O)
 //! ```
 //!
 //! Dependencies point down only: [`mutate`] knows nothing of HTTP or TLS; [`tls`] knows nothing
-//! of admission; [`webhook`] wires both into [`webhook::Server`]. See `ARCHITECTURE.md`.
+//! of admission; [`webhook`] wires both into [`webhook::Server`]; [`check`] diagnoses an install
+//! with [`mutate`]'s own rules. See `ARCHITECTURE.md`.
 #![forbid(unsafe_code)]
 // No panics on the request path: errors are answered, never unwrapped.
 #![cfg_attr(
@@ -22,6 +25,7 @@
 
 #[cfg(test)]
 mod api_mock;
+pub mod check;
 pub mod mutate;
 pub mod readiness;
 pub mod tls;

@@ -4,6 +4,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::{ApiResource, GroupVersionKind};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -76,6 +80,60 @@ impl WorkloadKind {
     /// Kinds whose pod template the API server refuses to change after creation.
     pub fn template_immutable(self) -> bool {
         matches!(self, Self::Pod | Self::Job)
+    }
+
+    /// The kind as an API resource (group, version, plural), from k8s-openapi's own metadata so
+    /// it cannot drift from the API it names.
+    pub fn api_resource(self) -> ApiResource {
+        match self {
+            Self::Deployment => ApiResource::erase::<Deployment>(&()),
+            Self::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            Self::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            Self::ReplicaSet => ApiResource::erase::<ReplicaSet>(&()),
+            Self::Job => ApiResource::erase::<Job>(&()),
+            Self::CronJob => ApiResource::erase::<CronJob>(&()),
+            Self::Pod => ApiResource::erase::<Pod>(&()),
+        }
+    }
+
+    /// The older API version that also serves the kind, if any: CronJob is batch/v1beta1 before
+    /// Kubernetes 1.21 (k8s-openapi has no type for it, hence the literal).
+    pub fn legacy_api_resource(self) -> Option<ApiResource> {
+        (self == Self::CronJob).then(|| {
+            ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("batch", "v1beta1", self.as_str()),
+                "cronjobs",
+            )
+        })
+    }
+
+    /// Every API resource serving the kind, preferred first.
+    pub fn api_resources(self) -> impl Iterator<Item = ApiResource> {
+        std::iter::once(self.api_resource()).chain(self.legacy_api_resource())
+    }
+
+    /// A kind as users name it on a command line, as kubectl does: the kind, its plural or its
+    /// short name, in any case (`deployment`, `Deployments`, `deploy`).
+    pub fn from_cli_name(name: &str) -> Option<Self> {
+        let name = name.to_ascii_lowercase();
+        Self::ALL.into_iter().find(|k| {
+            name == k.as_str().to_ascii_lowercase()
+                || name == k.api_resource().plural
+                || Some(name.as_str()) == k.short_name()
+        })
+    }
+
+    /// kubectl's short name for the kind (`kubectl api-resources`).
+    fn short_name(self) -> Option<&'static str> {
+        match self {
+            Self::Deployment => Some("deploy"),
+            Self::StatefulSet => Some("sts"),
+            Self::DaemonSet => Some("ds"),
+            Self::ReplicaSet => Some("rs"),
+            Self::Job => None,
+            Self::CronJob => Some("cj"),
+            Self::Pod => Some("po"),
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -335,6 +393,92 @@ mod tests {
             WorkloadKind::from_api_version("apps/v1beta1", "Deployment"),
             None
         );
+    }
+
+    #[test]
+    fn api_resources_of_every_kind() {
+        let want = |kind, group, version, plural| (kind, group, version, plural);
+        let expected = [
+            want(WorkloadKind::Deployment, "apps", "v1", "deployments"),
+            want(WorkloadKind::StatefulSet, "apps", "v1", "statefulsets"),
+            want(WorkloadKind::DaemonSet, "apps", "v1", "daemonsets"),
+            want(WorkloadKind::ReplicaSet, "apps", "v1", "replicasets"),
+            want(WorkloadKind::Job, "batch", "v1", "jobs"),
+            want(WorkloadKind::CronJob, "batch", "v1", "cronjobs"),
+            want(WorkloadKind::Pod, "", "v1", "pods"),
+        ];
+        assert_eq!(expected.map(|e| e.0), WorkloadKind::ALL, "one row per kind");
+        for (kind, group, version, plural) in expected {
+            let r = kind.api_resource();
+            assert_eq!(
+                (r.group.as_str(), r.version.as_str(), r.plural.as_str()),
+                (group, version, plural),
+                "{kind}"
+            );
+            assert_eq!(r.kind, kind.as_str());
+            // The mapping and its inverse agree.
+            assert_eq!(
+                WorkloadKind::from_api_version(&r.api_version, &r.kind),
+                Some(kind)
+            );
+        }
+    }
+
+    #[test]
+    fn cronjob_is_also_served_by_batch_v1beta1() {
+        let all: Vec<_> = WorkloadKind::CronJob.api_resources().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].api_version, "batch/v1", "batch/v1 is preferred");
+        let legacy = &all[1];
+        assert_eq!(
+            (
+                legacy.group.as_str(),
+                legacy.version.as_str(),
+                legacy.api_version.as_str(),
+                legacy.kind.as_str(),
+                legacy.plural.as_str()
+            ),
+            ("batch", "v1beta1", "batch/v1beta1", "CronJob", "cronjobs")
+        );
+        assert_eq!(
+            WorkloadKind::from_api_version(&legacy.api_version, &legacy.kind),
+            Some(WorkloadKind::CronJob)
+        );
+        for kind in WorkloadKind::ALL {
+            if kind != WorkloadKind::CronJob {
+                assert_eq!(kind.legacy_api_resource(), None, "{kind}");
+                assert_eq!(kind.api_resources().count(), 1, "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn kinds_from_cli_names() {
+        for (names, kind) in [
+            (
+                &["deployment", "Deployments", "deploy"][..],
+                WorkloadKind::Deployment,
+            ),
+            (
+                &["statefulset", "statefulsets", "sts"],
+                WorkloadKind::StatefulSet,
+            ),
+            (&["daemonset", "daemonsets", "ds"], WorkloadKind::DaemonSet),
+            (
+                &["replicaset", "replicasets", "rs"],
+                WorkloadKind::ReplicaSet,
+            ),
+            (&["job", "JOBS"], WorkloadKind::Job),
+            (&["cronjob", "cronjobs", "cj"], WorkloadKind::CronJob),
+            (&["pod", "pods", "po"], WorkloadKind::Pod),
+        ] {
+            for name in names {
+                assert_eq!(WorkloadKind::from_cli_name(name), Some(kind), "{name}");
+            }
+        }
+        for name in ["service", "svc", "", "deployment/api", "jo"] {
+            assert_eq!(WorkloadKind::from_cli_name(name), None, "{name}");
+        }
     }
 
     #[test]
