@@ -36,7 +36,7 @@ assert_replicas_serve() {
     kill "$pf" 2>/dev/null || true
     wait "$pf" 2>/dev/null || true
     if grep -q 'Verify return code: 0 (ok)' <<<"$out"; then
-      ok "pod ${pod#pod/}: certificate for $host verifies against $what"
+      ok "pod ${pod#pod/}: certificate for $svc.$wns.svc verifies against $what"
     else
       failed "pod ${pod#pod/}: certificate does not verify: $(grep -E 'verify|error' <<<"$out" | head -n 3 | tr '\n' ' ')"
     fi
