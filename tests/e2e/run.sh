@@ -31,7 +31,7 @@ if [ -z "${MIGRATION_INJECTOR_BIN:-}" ]; then
 fi
 
 work=$(mktemp -d /tmp/migration-injector-e2e.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { python3 "$here/free_port.py"; }
 ETCD_PORT=$(free_port); API_PORT=$(free_port)
 export ETCD_PORT API_PORT
 cleanup() {

@@ -4,8 +4,8 @@
 #   2. static checks: the YAML files parse and say what run.sh expects; atlas.sum is correct
 #   3. `run.sh --dry-run` / `--print` exits 0, prints the main steps and executes nothing
 #   4. the prerequisite check fails clearly when tools or the Docker daemon are missing
-#   (The scenario itself runs for real on every CI run, on the node of tests/e2e/node: the same
-#   code, tests/e2e/scenario.sh. Fake docker/kind/kubectl/helm only prove that nothing is called
+#   (The scenarios themselves run for real on every CI run, on the node of tests/e2e/node: the
+#   same list, tests/e2e/cluster/scenarios.sh. Fake docker/kind/kubectl/helm only prove that nothing is called
 #   in a dry run and that missing tools are reported.)
 # With --full (or CHECK_FULL=1) also, using Debian packages only:
 #   6. run.sh's SQL assertions against a real PostgreSQL after applying the migrations
@@ -86,7 +86,8 @@ if ! command -v shellcheck >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 ||
     { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1; } || true
 fi
-SCRIPTS=(run.sh check.sh testdata/fakebin/docker testdata/fakebin/kind testdata/fakebin/kubectl
+SCRIPTS=(run.sh check.sh ../cluster/scenarios.sh ../cluster/lib.sh ../cluster/app.sh ../cluster/availability.sh
+  ../cluster/tls.sh ../cluster/chart.sh testdata/fakebin/docker testdata/fakebin/kind testdata/fakebin/kubectl
   testdata/fakebin/helm testdata/fakebin/_log.sh)
 for s in "${SCRIPTS[@]}"; do
   if bash -n "$s"; then pass "bash -n $s"; else fail "bash -n $s"; fi
@@ -167,10 +168,12 @@ contains_in_order "dry run prints the main steps in order" "$out" \
   "kind load docker-image migrations:e2e --name migration-injector-e2e" \
   "helm --kube-context kind-migration-injector-e2e upgrade --install migration-injector $TMP/root-chart/charts/migration-injector" \
   "--set image.repository=migration-injector --set image.tag=e2e --set image.pullPolicy=Never --set tls.mode=helm --wait" \
+  "expect (webhook image): migration-injector:e2e" \
   "apply -f $HERE/manifests/postgres.yaml" "rollout status deployment/postgres" \
   "create secret generic atlas-project" "postgres://postgres:pass@postgres.migrations-e2e.svc:5432/app?sslmode=disable" \
+  "render_app.py $HERE/manifests/app.yaml --pull-policy Never" \
   "apply --dry-run=server -f -" \
-  "render_app.py $HERE/manifests/app.yaml --name migrations-demo --image migrations:e2e" "wait --for=condition=Ready" \
+  "--name migrations-demo --image migrations:e2e" "wait --for=condition=Ready" \
   "jsonpath={.spec.initContainers[*].name}" "expect (init containers): migrate" \
   "expect (migrate imagePullPolicy): Never" \
   "psql -U postgres -d app" "expect (tables in schema public): posts,users" \
@@ -284,20 +287,19 @@ insert into atlas_schema_revisions.atlas_schema_revisions values
   ('20240102000000', 'create_posts', 2, 2, 2, now(), 1000, '', null, 'h', null, 'Atlas CLI');
 SQL
   local sqlcmd=("$PG_BIN/psql" -h "$sock" -p "$port" -U postgres -d app -v ON_ERROR_STOP=1 -tAc)
-  if (RUN_SH_SOURCE_ONLY=1 source ./run.sh && PSQL=("${sqlcmd[@]}") && assert_database) >"$TMP/sqlassert.out" 2>&1; then
+  if (RUN_SH_SOURCE_ONLY=1 source ./run.sh && assert_database atlas "${sqlcmd[@]}") >"$TMP/sqlassert.out" 2>&1; then
     pass "run.sh assert_database passes on the migrated database ($(grep -c 'ok   ' "$TMP/sqlassert.out") checks)"
   else
     fail "run.sh assert_database on the migrated database"; sed 's/^/    | /' "$TMP/sqlassert.out"
   fi
   "${psql[@]}" -d app -c "update atlas_schema_revisions.atlas_schema_revisions set applied = 1 where version = '20240102000000'" >/dev/null
-  if (RUN_SH_SOURCE_ONLY=1 source ./run.sh && PSQL=("${sqlcmd[@]}") && assert_database) >"$TMP/sqlassert2.out" 2>&1; then
+  if (RUN_SH_SOURCE_ONLY=1 source ./run.sh && assert_database atlas "${sqlcmd[@]}") >"$TMP/sqlassert2.out" 2>&1; then
     fail "run.sh assert_database passed on a partly applied migration"
   else
     pass "run.sh assert_database fails on a partly applied migration"
   fi
   "${psql[@]}" -d app -c "drop table posts" >/dev/null
-  # shellcheck disable=SC2034 # PSQL is read by assert_database, sourced from run.sh
-  if (RUN_SH_SOURCE_ONLY=1 source ./run.sh && PSQL=("${sqlcmd[@]}") && assert_database) >/dev/null 2>&1; then
+  if (RUN_SH_SOURCE_ONLY=1 source ./run.sh && assert_database atlas "${sqlcmd[@]}") >/dev/null 2>&1; then
     fail "run.sh assert_database passed without table posts"
   else
     pass "run.sh assert_database fails without table posts"
@@ -339,8 +341,7 @@ full_apiserver() {
       pass "migration-injector inject -f manifests/app.yaml ($injector)"
       mutated=(--mutated "$TMP/mutated.yaml")
       if "$injector" inject -f "$TMP/mutated.yaml" >"$TMP/mutated2.yaml" 2>/dev/null &&
-        python3 -c 'import sys, yaml; a, b = (list(yaml.safe_load_all(open(f))) for f in sys.argv[1:]); sys.exit(a != b)' \
-          "$TMP/mutated.yaml" "$TMP/mutated2.yaml"; then
+        python3 testdata/same_yaml.py "$TMP/mutated.yaml" "$TMP/mutated2.yaml"; then
         pass "injecting into the injected Deployment changes nothing (what the restart step relies on)"
       else
         fail "injecting into the injected Deployment changes it"
@@ -354,24 +355,29 @@ full_apiserver() {
   python3 testdata/fixtures.py migrations-demo-good "${mutated[@]}" | "${k[@]}" -n "$ns" apply -f - >/dev/null
   "${k[@]}" -n "$ns" patch pod migrations-demo-good --subresource=status --type=merge -p \
     '{"status":{"initContainerStatuses":[{"name":"migrate","image":"migrations:e2e","imageID":"","ready":true,"restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed","finishedAt":"2024-01-01T00:00:00Z"}}}],"containerStatuses":[{"name":"app","image":"postgres:16-alpine","imageID":"","ready":true,"restartCount":0,"state":{"running":{"startedAt":"2024-01-01T00:00:01Z"}}}]}}' >/dev/null
-  local lib=(env RUN_SH_SOURCE_ONLY=1 APP_NAMESPACE="$ns" KC="$kc")
+  local lib=(env RUN_SH_SOURCE_ONLY=1 NS="$ns" KC="$kc")
   # shellcheck disable=SC2016 # the $-expressions here and below are for the inner bash
-  local prelude='source ./run.sh; KUBECTL=(kubectl --kubeconfig "$KC"); POD="$(newest_pod)"; '
+  local prelude='source ./run.sh; E2E_KUBECTL=(kubectl --kubeconfig "$KC"); POD="$(newest_pod "$NS" "$APP_SELECTOR")"; '
   # shellcheck disable=SC2016
-  if "${lib[@]}" bash -c "$prelude"'[[ $POD == migrations-demo-good ]] && assert_injection' >"$TMP/inj.out" 2>&1; then
+  local inject='assert_injection "$NS" "$POD" migrations:e2e Never atlas 1'
+  # shellcheck disable=SC2016
+  if "${lib[@]}" bash -c "$prelude"'[[ $POD == migrations-demo-good ]] && '"$inject" >"$TMP/inj.out" 2>&1; then
     pass "run.sh assert_injection passes on an injected pod ($(grep -c 'ok   ' "$TMP/inj.out") checks, real kubectl jsonpath)"
   else
     fail "run.sh assert_injection on an injected pod"; sed 's/^/    | /' "$TMP/inj.out"
   fi
-  if "${lib[@]}" bash -c "$prelude"'create_secret' >"$TMP/secret.out" 2>&1 &&
+  # shellcheck disable=SC2016
+  if "${lib[@]}" bash -c "$prelude"'create_secret "$NS" atlas "postgres.$NS.svc"' >"$TMP/secret.out" 2>&1 &&
     [[ "$("${k[@]}" -n "$ns" get secret atlas-project -o 'jsonpath={.data.atlas\.hcl}' | base64 -d)" == *"postgres://postgres:pass@postgres.$ns.svc:5432/app?sslmode=disable"* ]]; then
     pass "run.sh create_secret creates atlas-project with URL postgres.$ns.svc"
   else
     fail "run.sh create_secret"; sed 's/^/    | /' "$TMP/secret.out"
   fi
-  if "${lib[@]}" bash -c "$prelude"'create_secret' >/dev/null 2>&1; then pass "run.sh create_secret twice (idempotent)"
+  # shellcheck disable=SC2016
+  if "${lib[@]}" bash -c "$prelude"'create_secret "$NS" atlas "postgres.$NS.svc"' >/dev/null 2>&1; then pass "run.sh create_secret twice (idempotent)"
   else fail "run.sh create_secret twice"; fi
-  if "${lib[@]}" bash -c "$prelude"'assert_not_annotated' >"$TMP/plain.out" 2>&1; then
+  # shellcheck disable=SC2016
+  if "${lib[@]}" bash -c "$prelude"'assert_not_annotated "$NS" postgres:16-alpine' >"$TMP/plain.out" 2>&1; then
     pass "run.sh assert_not_annotated (server-side dry run of kubectl create deployment)"
   else
     fail "run.sh assert_not_annotated"; sed 's/^/    | /' "$TMP/plain.out"
@@ -380,7 +386,7 @@ full_apiserver() {
   python3 testdata/fixtures.py migrations-demo-bad --no-security-context "${mutated[@]}" |
     "${k[@]}" -n "$ns" apply -f - >/dev/null
   # shellcheck disable=SC2016
-  if "${lib[@]}" bash -c "$prelude"'[[ $POD == migrations-demo-bad ]] || exit 99; assert_injection' >"$TMP/bad.out" 2>&1; then
+  if "${lib[@]}" bash -c "$prelude"'[[ $POD == migrations-demo-bad ]] || exit 99; '"$inject" >"$TMP/bad.out" 2>&1; then
     fail "run.sh assert_injection passed on a pod without the restricted securityContext"
   elif [[ $? == 99 ]]; then
     fail "run.sh newest_pod did not pick the newest pod"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end test of migration-injector on a real (kind) cluster.
 #
-# Creates a kind cluster, builds and loads the webhook image, installs it (Helm chart, or
-# manifests/install.yaml when there is no chart), deploys PostgreSQL, the `atlas-project` Secret
-# and an Atlas migrations image, then a Deployment carrying only the `migrations.io/image`
-# annotation, and proves that the webhook injected the `migrate` init container and that the
-# migrations really ran against the database.
+# Creates a kind cluster, builds and loads the webhook image and an Atlas migrations image
+# (installing the webhook from manifests/install.yaml when there is no chart), sets the run context
+# and calls the cluster scenarios (tests/e2e/cluster/scenarios.sh, the same list the node e2e
+# runs): the chart installed, PostgreSQL, the `atlas-project` Secret, a Deployment carrying only
+# the `migrations.io/image` annotation (the webhook injected the `migrate` init container and the
+# migrations really ran), availability and TLS mode switches. Then the cluster is deleted.
 #
 # Usage: tests/e2e/kind/run.sh [--dry-run|--print] [--keep-cluster] [--help]
 # Needs docker (with a running daemon), kind, kubectl and helm. See README.md for the env knobs.
@@ -50,22 +51,18 @@ MIGRATIONS_IMAGE="migrations:e2e"
 MIGRATIONS_BROKEN_IMAGE="migrations:broken"
 
 KCTX="kind-$KIND_CLUSTER"
-KUBECTL=(kubectl --context "$KCTX")
-HELM=(helm --kube-context "$KCTX")
-
-DRY_RUN=0
 CLUSTER_CREATED=0
 CLUSTER_USABLE=0
-STEP=0
-FAILURES=0
 
-# The scenario, shared with the node e2e (tests/e2e/node): Atlas from its public image, the
-# images loaded into kind (pull policy Never), PostgreSQL reached by its Service's DNS name.
-TOOL=atlas
-MIGRATIONS_PULL_POLICY=Never
-DB_HOST_MODE=dns
-# shellcheck source=../scenario.sh
-source "$SCRIPT_DIR/../scenario.sh"
+# The cluster scenarios and their library (output, checks, the run context: cluster/lib.sh).
+# shellcheck source=../cluster/scenarios.sh
+source "$SCRIPT_DIR/../cluster/scenarios.sh"
+# The run context: this kind cluster, named explicitly (the current kubectl context is never used).
+# shellcheck disable=SC2034 # read by cluster/*.sh
+E2E_KUBECTL=(kubectl --context "$KCTX")
+# shellcheck disable=SC2034
+E2E_HELM=(helm --kube-context "$KCTX") E2E_NET=() E2E_TIMEOUT=$TIMEOUT
+E2E_DRY_RUN=0
 
 
 usage() {
@@ -93,10 +90,11 @@ on_exit() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  if ((rc != 0 && DRY_RUN == 0 && CLUSTER_USABLE)); then
-    diagnostics
+  admission_loop_abort
+  if ((rc != 0 && E2E_DRY_RUN == 0 && CLUSTER_USABLE)); then
+    diagnostics "$WEBHOOK_NAMESPACE" "$APP_NAMESPACE"
   fi
-  if ((DRY_RUN)); then
+  if ((E2E_DRY_RUN)); then
     step "Clean up (on exit, also on failure)"
     if [[ "$KEEP_CLUSTER" == 1 ]]; then
       info "KEEP_CLUSTER=1: the cluster would be kept"
@@ -114,7 +112,7 @@ on_exit() {
   elif ((CLUSTER_USABLE)); then
     printf '\n==> kind cluster %s existed before this run: left in place\n' "$KIND_CLUSTER"
   fi
-  if ((DRY_RUN)); then
+  if ((E2E_DRY_RUN)); then
     printf '\n==> dry run: nothing was executed\n'
   elif ((rc == 0)); then
     printf '\n==> PASS: migration-injector e2e on kind\n'
@@ -130,7 +128,7 @@ on_exit() {
 preflight() {
   step "Check prerequisites"
   local missing=() tool
-  if ((DRY_RUN)); then
+  if ((E2E_DRY_RUN)); then
     info "(dry run: tool checks skipped) needs: docker (running daemon), kind, kubectl, helm"
   else
     for tool in docker kind kubectl helm; do
@@ -157,11 +155,11 @@ preflight() {
   for f in "$REPO_ROOT/Dockerfile" "$KIND_CONFIG" "$SCRIPT_DIR/migrations/Dockerfile" \
     "$MANIFESTS/postgres.yaml" "$MANIFESTS/app.yaml"; do
     if [[ ! -f "$f" ]]; then
-      if ((DRY_RUN)); then warn "missing file: $f"; else die "missing file: $f"; fi
+      if ((E2E_DRY_RUN)); then warn "missing file: $f"; else die "missing file: $f"; fi
     fi
   done
   if [[ ! -f "$CHART_DIR/Chart.yaml" && ! -f "$INSTALL_MANIFEST" ]]; then
-    if ((DRY_RUN)); then
+    if ((E2E_DRY_RUN)); then
       warn "neither $CHART_DIR/Chart.yaml nor $INSTALL_MANIFEST exists yet"
     else
       die "nothing to install the webhook from: neither $CHART_DIR/Chart.yaml nor $INSTALL_MANIFEST exists"
@@ -175,15 +173,15 @@ create_cluster() {
   step "Create kind cluster '$KIND_CLUSTER'"
   local args=(kind create cluster --name "$KIND_CLUSTER" --config "$KIND_CONFIG" --wait 120s)
   [[ -n "$KIND_NODE_IMAGE" ]] && args+=(--image "$KIND_NODE_IMAGE")
-  if ((DRY_RUN == 0)) && kind get clusters 2>/dev/null | grep -x -- "$KIND_CLUSTER" >/dev/null; then
+  if ((E2E_DRY_RUN == 0)) && kind get clusters 2>/dev/null | grep -x -- "$KIND_CLUSTER" >/dev/null; then
     info "kind cluster $KIND_CLUSTER already exists: reusing it (it will not be deleted)"
   else
     CLUSTER_CREATED=1
     run "${args[@]}"
   fi
   CLUSTER_USABLE=1
-  run "${KUBECTL[@]}" cluster-info
-  run "${KUBECTL[@]}" wait --for=condition=Ready nodes --all --timeout="${TIMEOUT}s"
+  run "${E2E_KUBECTL[@]}" cluster-info
+  run "${E2E_KUBECTL[@]}" wait --for=condition=Ready nodes --all --timeout="${TIMEOUT}s"
 }
 
 build_images() {
@@ -213,53 +211,40 @@ build_images() {
   run kind load docker-image "$MIGRATIONS_BROKEN_IMAGE" --name "$KIND_CLUSTER"
 }
 
-install_webhook() {
-  if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
-    step "Install the webhook with Helm (chart $CHART_DIR)"
-    local extra=()
-    [[ -n "$HELM_EXTRA_ARGS" ]] && read -r -a extra <<<"$HELM_EXTRA_ARGS"
-    run "${HELM[@]}" upgrade --install "$HELM_RELEASE" "$CHART_DIR" \
-      --namespace "$WEBHOOK_NAMESPACE" --create-namespace \
-      --set "image.repository=$WEBHOOK_IMAGE_REPO" \
-      --set "image.tag=$WEBHOOK_IMAGE_TAG" \
-      --set image.pullPolicy=Never \
-      --set tls.mode=helm \
-      --wait --timeout "${TIMEOUT}s" "${extra[@]}"
-    run "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" wait --for=condition=Available deployment --all --timeout="${TIMEOUT}s"
-  else
-    step "Install the webhook from $INSTALL_MANIFEST (no $CHART_DIR/Chart.yaml)"
-    # Point the manifest's migration-injector image at the locally loaded one.
-    local sed_args=(sed -E
-      -e "s#^([[:space:]]*(- )?image:[[:space:]]*)\"?[^\"[:space:]]*migration-injector[^\"[:space:]]*\"?#\\1$WEBHOOK_IMAGE#"
-      -e 's#(imagePullPolicy:[[:space:]]*)"?Always"?#\1IfNotPresent#'
-      "$INSTALL_MANIFEST")
-    printf '    $ %s | %s apply -f -\n' "$(cmdline "${sed_args[@]}")" "$(cmdline "${KUBECTL[@]}")"
-    if ((DRY_RUN == 0)); then
-      "${sed_args[@]}" | "${KUBECTL[@]}" apply -f -
-    fi
-    local get=("${KUBECTL[@]}" get -f "$INSTALL_MANIFEST"
-      -o 'jsonpath={range .items[?(@.kind=="Deployment")]}{.metadata.namespace}{"/"}{.metadata.name}{"\n"}{end}')
-    show "${get[@]}"
-    info "  then, for each Deployment: ${KUBECTL[*]} -n <namespace> rollout status deployment/<name> --timeout=${TIMEOUT}s"
-    if ((DRY_RUN == 0)); then
-      local deployments ns name found=0
-      deployments="$("${get[@]}")"
-      while IFS=/ read -r ns name; do
-        [[ -n "$name" ]] || continue
-        found=1
-        run "${KUBECTL[@]}" -n "${ns:-default}" rollout status "deployment/$name" --timeout="${TIMEOUT}s"
-      done <<<"$deployments"
-      ((found)) || die "$INSTALL_MANIFEST declares no Deployment"
-    fi
+# install_from_manifest: without a chart, manifests/install.yaml with its image pointed at the
+# locally loaded one (with a chart, the scenario list installs it).
+install_from_manifest() {
+  step "Install the webhook from $INSTALL_MANIFEST (no $CHART_DIR/Chart.yaml)"
+  local sed_args=(sed -E
+    -e "s#^([[:space:]]*(- )?image:[[:space:]]*)\"?[^\"[:space:]]*migration-injector[^\"[:space:]]*\"?#\\1$WEBHOOK_IMAGE#"
+    -e 's#(imagePullPolicy:[[:space:]]*)"?Always"?#\1IfNotPresent#'
+    "$INSTALL_MANIFEST")
+  printf '    $ %s | %s apply -f -\n' "$(cmdline "${sed_args[@]}")" "$(cmdline "${E2E_KUBECTL[@]}")"
+  if ((E2E_DRY_RUN == 0)); then
+    "${sed_args[@]}" | "${E2E_KUBECTL[@]}" apply -f -
   fi
-  run "${KUBECTL[@]}" get mutatingwebhookconfigurations
+  local get=("${E2E_KUBECTL[@]}" get -f "$INSTALL_MANIFEST"
+    -o 'jsonpath={range .items[?(@.kind=="Deployment")]}{.metadata.namespace}{"/"}{.metadata.name}{"\n"}{end}')
+  show "${get[@]}"
+  info "  then, for each Deployment: ${E2E_KUBECTL[*]} -n <namespace> rollout status deployment/<name> --timeout=${TIMEOUT}s"
+  if ((E2E_DRY_RUN == 0)); then
+    local deployments ns name found=0
+    deployments="$("${get[@]}")"
+    while IFS=/ read -r ns name; do
+      [[ -n "$name" ]] || continue
+      found=1
+      run "${E2E_KUBECTL[@]}" -n "${ns:-default}" rollout status "deployment/$name" --timeout="${TIMEOUT}s"
+    done <<<"$deployments"
+    ((found)) || die "$INSTALL_MANIFEST declares no Deployment"
+  fi
+  run "${E2E_KUBECTL[@]}" get mutatingwebhookconfigurations
 }
 
 
 parse_args() {
   while (($#)); do
     case "$1" in
-      --dry-run | --print | -n) DRY_RUN=1 ;;
+      --dry-run | --print | -n) E2E_DRY_RUN=1 ;;
       --keep-cluster) KEEP_CLUSTER=1 ;;
       -h | --help) usage; exit 0 ;;
       *) printf 'unknown argument: %s\n\n' "$1" >&2; usage >&2; exit 2 ;;
@@ -270,25 +255,26 @@ parse_args() {
 
 main() {
   parse_args "$@"
+  e2e_context_freeze
   trap on_exit EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
-  if ((DRY_RUN)); then
+  if ((E2E_DRY_RUN)); then
     printf '==> DRY RUN (--dry-run): printing the steps and commands; nothing is executed\n'
   fi
   preflight
   create_cluster
   build_images
-  install_webhook
-  run_scenario
-  if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
-    assert_own_upgrade_while_down
-    local image=(--set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" --set image.pullPolicy=Never)
-    run_existing_secret_scenario "${image[@]}"
-    run_managed_ca_bundle_scenario "${image[@]}"
-    run_self_managed_scenario "${image[@]}" --set tls.existingSecret= --set tls.caBundle= --set tls.manageCaBundle=false
-    assert_available_during_mode_switch helm "${image[@]}"
-  fi
+  [[ -f "$CHART_DIR/Chart.yaml" ]] || install_from_manifest
+  local extra=()
+  [[ -n "$HELM_EXTRA_ARGS" ]] && read -r -a extra <<<"$HELM_EXTRA_ARGS"
+  # What differs from the node: Atlas, images loaded into kind (pull policy Never), cluster DNS.
+  e2e_scenarios app_ns="$APP_NAMESPACE" app_labels="$APP_NAMESPACE_LABELS" tool=atlas \
+    image="$MIGRATIONS_IMAGE" broken_image="$MIGRATIONS_BROKEN_IMAGE" pull_policy=Never db_host=dns \
+    release="$WEBHOOK_NAMESPACE/$HELM_RELEASE" chart="$CHART_DIR" webhook_image="$WEBHOOK_IMAGE" \
+    expect_security_context="$EXPECT_SECURITY_CONTEXT" skip_rerun="$SKIP_RERUN" \
+    -- --set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" \
+    --set image.pullPolicy=Never "${extra[@]}"
   availability_report
 }
 

@@ -1,5 +1,5 @@
 -- migrate:up
--- Deliberately broken, for the failing-migration scenario of tests/e2e/scenario.sh: the table it
+-- Deliberately broken, for the failing-migration scenario of tests/e2e/cluster/app.sh: the table it
 -- references does not exist, so PostgreSQL refuses it (relation "no_such_table" does not exist)
 -- and, as each migration runs in a transaction, nothing of it is left behind.
 CREATE TABLE "comments" (

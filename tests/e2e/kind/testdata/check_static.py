@@ -36,8 +36,8 @@ def load_all(rel):
 
 
 def scripts_text():
-    """run.sh and the scenario it sources (tests/e2e/scenario.sh, shared with the node e2e)."""
-    return (HERE / "run.sh").read_text() + "\n" + (HERE.parent / "scenario.sh").read_text()
+    """run.sh and the cluster scenarios it sources (tests/e2e/cluster/*.sh, shared with the node e2e)."""
+    return "\n".join(p.read_text() for p in [HERE / "run.sh", *sorted((HERE.parent / "cluster").glob("*.sh"))])
 
 
 def run_sh_var(name):
@@ -126,9 +126,9 @@ def main():
               is not None, "atlas.hcl URL points at the postgres Service")
         check('dir = "file:///migrations"' in hcl, "atlas.hcl migration dir is the image's /migrations")
     run_sh = scripts_text()
-    check("'postgres://postgres:pass@%s:5432/app?sslmode=disable' \"${DB_HOST:-postgres.$APP_NAMESPACE.svc}\"" in run_sh
-          and 'DB_HOST="postgres.$APP_NAMESPACE.svc"' in run_sh,
-          "run.sh (scenario.sh) generates the Secret URL postgres.<namespace>.svc")
+    check("'postgres://postgres:pass@%s:5432/app?sslmode=disable' \"$1\"" in run_sh
+          and '_host="postgres.$2.svc"' in run_sh and "db_host=dns" in run_sh,
+          "run.sh (cluster/app.sh) generates the Secret URL postgres.<namespace>.svc")
 
     print("migrations/")
     mig = HERE / "migrations" / "migrations"
