@@ -115,17 +115,27 @@ pub async fn maintain(
     interval: Duration,
 ) {
     let stale_after = i64::try_from(interval.as_secs().max(1) * 3).unwrap_or(i64::MAX);
+    // Two intervals, as managed_bundle: time for a slow answer, under peers' 3-interval expiry.
+    let round_deadline = interval.max(Duration::from_secs(1)).saturating_mul(2);
+    let no_answer = || format!("no answer within {}s", round_deadline.as_secs());
     let target = cfg.target();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let started = tokio::time::Instant::now();
         // A replica that cannot read the Secret leaves the caBundle alone (its view may be old)
         // and only renews its record, so the CA it serves stays trusted.
         let mut secret_problem = None;
-        let latest = match shared_ca(&client, &cfg).await {
-            Ok(latest) => Some(latest),
-            Err(e) => {
+        let latest = match tokio::time::timeout(round_deadline, shared_ca(&client, &cfg)).await {
+            Ok(Ok(latest)) => Some(latest),
+            // A hung API server: the next round asks again. Readiness is left as it was: all
+            // replicas share the CA, so an API outage must not take every replica out.
+            Err(_) => {
+                tracing::warn!(error = %no_answer(), secret = %cfg.ca_secret, "could not read the CA Secret; retrying");
+                continue;
+            }
+            Ok(Err(e)) => {
                 let e = crate::error_chain(&e);
                 tracing::error!(error = %e, "cannot use the shared CA; keeping the current certificate and leaving the caBundle alone");
                 secret_problem = Some(e);
@@ -143,19 +153,21 @@ pub async fn maintain(
             mine.push(der_of(&l.cert_pem()));
         }
         let secret_ca = latest.as_ref().map(|l| der_of(&l.cert_pem()));
-        let synced = match sync_with_retries(
-            &client,
-            &target,
-            secret_ca.as_deref(),
-            &mine,
-            stale_after,
+        let sync = sync_with_retries(&client, &target, secret_ca.as_deref(), &mine, stale_after);
+        let synced = match tokio::time::timeout(
+            round_deadline.saturating_sub(started.elapsed()),
+            sync,
         )
         .await
         {
-            Ok(synced) => synced,
-            Err(e) => {
+            Ok(Ok(synced)) => synced,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => crate::error_chain(&e),
+                    _ => no_answer(),
+                };
                 // Readiness is left as it was: an API hiccup must not take every replica out.
-                tracing::warn!(error = %crate::error_chain(&e), "could not update the caBundle; retrying");
+                tracing::warn!(error = %error, "could not update the caBundle; retrying");
                 continue;
             }
         };
@@ -210,13 +222,15 @@ mod tests {
         );
     }
 
-    use crate::api_mock::{self, ApiServer};
+    use crate::api_mock::{self, ApiServer, Call};
     use crate::tls::ca_bundle::testing::{annotations, apply, bundle, config, CONFIG_PATH};
     use crate::tls::ca_secret::new_secret;
     use crate::tls::chain::{anchors, fingerprint};
     use http::Method;
     use rustls::pki_types::CertificateDer;
     use serde_json::{json, Value};
+    use tokio::time::Instant;
+    use tower_test::mock::SendResponse;
 
     const SECRET_PATH: &str = "/api/v1/namespaces/ns/secrets/ca";
     const CHECK: Duration = Duration::from_secs(1);
@@ -361,6 +375,111 @@ mod tests {
         );
         let _next = api.expect(Method::GET, SECRET_PATH).await;
         assert_eq!(store.readiness(), Err(refused.to_owned()));
+        task.abort();
+    }
+
+    /// The first check, on a configuration without caBundle; returns it as patched. The
+    /// replica is ready once the next check starts.
+    async fn first_check(api: &mut ApiServer, ca: &Ca) -> Value {
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &secret(ca));
+        let empty = config(Value::Null, &[None]);
+        api.expect(Method::GET, CONFIG_PATH).await.json(200, &empty);
+        apply(&empty, api.expect(Method::PATCH, CONFIG_PATH).await)
+    }
+
+    /// Leaves `hung` unanswered: no other request comes before the round's deadline (two
+    /// check intervals after `round_started`), and the replica stays ready throughout.
+    async fn hang_until_the_deadline(
+        api: &mut ApiServer,
+        hung: Call,
+        round_started: Instant,
+        store: &CertStore,
+    ) -> SendResponse<http::Response<kube::client::Body>> {
+        let guard = hung.hang();
+        assert_eq!(store.readiness(), Ok(()));
+        let deadline = round_started + CHECK * 2;
+        api.expect_silence(deadline - Instant::now() - Duration::from_millis(1))
+            .await;
+        assert_eq!(
+            store.readiness(),
+            Ok(()),
+            "an API outage keeps the replica in"
+        );
+        guard
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_ca_secret_read_is_abandoned_and_retried_the_replica_staying_ready() {
+        let a = Ca::generate("A", 1).unwrap();
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, &mut api, &a).await;
+        first_check(&mut api, &a).await;
+        let hung = api.expect(Method::GET, SECRET_PATH).await;
+        let started = Instant::now();
+        let _hung = hang_until_the_deadline(&mut api, hung, started, &store).await;
+        // Abandoned at the deadline; the next round asks again at once.
+        let _retry = api.expect(Method::GET, SECRET_PATH).await;
+        assert_eq!(started.elapsed(), CHECK * 2);
+        assert_eq!(store.readiness(), Ok(()));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_ca_bundle_sync_is_abandoned_and_retried_the_replica_staying_ready() {
+        let a = Ca::generate("A", 1).unwrap();
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, &mut api, &a).await;
+        let current = first_check(&mut api, &a).await;
+        // The read of the webhook configuration hangs…
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &secret(&a));
+        let started = Instant::now();
+        let hung = api.expect(Method::GET, CONFIG_PATH).await;
+        let _hung_get = hang_until_the_deadline(&mut api, hung, started, &store).await;
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &secret(&a));
+        assert_eq!(started.elapsed(), CHECK * 2);
+        // …then, in the next round, its patch.
+        let started = Instant::now();
+        api.expect(Method::GET, CONFIG_PATH)
+            .await
+            .json(200, &current);
+        let hung = api.expect(Method::PATCH, CONFIG_PATH).await;
+        let _hung_patch = hang_until_the_deadline(&mut api, hung, started, &store).await;
+        let _retry = api.expect(Method::GET, SECRET_PATH).await;
+        assert_eq!(started.elapsed(), CHECK * 2);
+        assert_eq!(store.readiness(), Ok(()));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_api_server_answers_again_the_ca_bundle_is_repaired() {
+        let a = Ca::generate("A", 1).unwrap();
+        let (client, mut api) = api_mock::pair();
+        let (store, task) = start(client, &mut api, &a).await;
+        let current = first_check(&mut api, &a).await;
+        let hung = api.expect(Method::GET, SECRET_PATH).await;
+        let started = Instant::now();
+        let _hung = hang_until_the_deadline(&mut api, hung, started, &store).await;
+        // Back, the caBundle reset meanwhile (a `helm upgrade`): A is put back at once.
+        api.expect(Method::GET, SECRET_PATH)
+            .await
+            .json(200, &secret(&a));
+        let mut reset = current.clone();
+        reset["webhooks"][0]["clientConfig"]
+            .as_object_mut()
+            .unwrap()
+            .remove("caBundle");
+        api.expect(Method::GET, CONFIG_PATH).await.json(200, &reset);
+        let after = apply(&reset, api.expect(Method::PATCH, CONFIG_PATH).await);
+        assert_eq!(started.elapsed(), CHECK * 2);
+        assert_eq!(bundle(&after, 0), vec![der_of(&a.cert_pem())]);
+        let _next = api.expect(Method::GET, SECRET_PATH).await;
+        assert_eq!(store.readiness(), Ok(()));
         task.abort();
     }
 }
