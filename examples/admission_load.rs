@@ -10,7 +10,7 @@
 //! admission, not on the node.
 //!
 //! Usage: admission_load --namespace NS [--clients 8] [--rate R] [--seconds S | --stop-file F]
-//!        [--records FILE] [--label PHASE]
+//!        [--records FILE] [--label PHASE] [--image REF] [--context NAME]
 //! Prints one JSON summary line on stdout: admissions, rate, outcomes, p50/p99/max latency (ms),
 //! the window in which failures happened, and the first failure messages.
 
@@ -57,6 +57,9 @@ struct Args {
     /// Name of the init container the webhook injects.
     #[arg(long, default_value = "migrate")]
     container: String,
+    /// The kubeconfig context (default: the current one); KUBECONFIG picks the file.
+    #[arg(long)]
+    context: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,9 +299,15 @@ async fn main() -> Result<()> {
     if args.seconds == 0 && args.stop_file.is_none() {
         anyhow::bail!("give --seconds or --stop-file: the load must end");
     }
-    let client = Client::try_default()
-        .await
-        .context("no Kubernetes client (KUBECONFIG)")?;
+    let options = kube::config::KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.context {
+        Some(_) => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer().await?,
+    };
+    let client = Client::try_from(config).context("no Kubernetes client (KUBECONFIG)")?;
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     let shared = Arc::new(Shared {
         api: Api::namespaced(client, &args.namespace),

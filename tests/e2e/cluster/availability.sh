@@ -22,51 +22,42 @@ webhook_deployment() {
   kget -n "${1%%/*}" get deployments -l "app.kubernetes.io/instance=${1#*/}" -o jsonpath='{.items[0].metadata.name}'
 }
 
-# admission_loop_start TAG NS TEMPLATE IMAGE: creates and deletes annotated Deployments (0
-# replicas) in NS in a loop until admission_loop_stop; one line per creation in $ADMISSION_LOG:
-# ok|noinit|fail NAME [error]. The loop runs in the background: ADMISSION_LOOP_PID.
+# admission_loop_start TAG NS TEMPLATE IMAGE: the load generator (E2E_LOAD, examples/admission_load):
+# E2E_LOAD_CLIENTS concurrent clients create annotated Deployments (0 replicas, the generator's own
+# shape, not TEMPLATE) with IMAGE in NS and delete them, E2E_LOAD_RATE a second in all, until
+# admission_loop_stop. Each admission is recorded (latency, ok / not injected / failed with the API
+# server's message) in $ADMISSION_LOG.jsonl; the summary line goes to $ADMISSION_LOG. Runs in the
+# background: ADMISSION_LOOP_PID.
 admission_loop_start() {
-  local tag=$1 ns=$2 template=$3 image=$4
+  local tag=$1 ns=$2 image=$4
   ADMISSION_LOG="$(mktemp)"
-  local stop="$ADMISSION_LOG.stop" log="$ADMISSION_LOG"
-  (
-    set +e
-    local i=0 name out
-    while [[ ! -e "$stop" ]]; do
-      i=$((i + 1))
-      name="avail-$tag-$i"
-      if out="$(app_manifest "$template" "$name" "$image" 0 | kget -n "$ns" create -f - \
-        -o 'jsonpath={.spec.template.spec.initContainers[*].name}' 2>&1)"; then
-        if [[ " $out " == *" migrate "* ]]; then echo "ok $name" >>"$log"; else echo "noinit $name $out" >>"$log"; fi
-        kget -n "$ns" delete deployment "$name" --wait=false >/dev/null 2>&1
-      else
-        echo "fail $name ${out//$'\n'/ }" >>"$log"
-      fi
-    done
-  ) &
+  "${E2E_LOAD[@]}" --namespace "$ns" --image "$image" --label "$tag" \
+    --clients "$E2E_LOAD_CLIENTS" --rate "$E2E_LOAD_RATE" \
+    --stop-file "$ADMISSION_LOG.stop" --records "$ADMISSION_LOG.jsonl" >"$ADMISSION_LOG" &
   ADMISSION_LOOP_PID=$!
 }
 
-# admission_loop_stop DESCRIPTION: stops the loop (by its pid) and asserts every admission passed.
+# admission_loop_stop DESCRIPTION: stops the load (by its pid; in-flight creates finish and are
+# counted) and asserts every admission passed, reporting rate and latency.
 admission_loop_stop() {
-  local desc=$1
+  local desc=$1 total okc noinit failc figures
   touch "$ADMISSION_LOG.stop"
-  wait "$ADMISSION_LOOP_PID" 2>/dev/null || true
+  wait "$ADMISSION_LOOP_PID" || failed "$desc: the load generator failed"
   ADMISSION_LOOP_PID=""
-  local total okc noinit failc
-  total=$(wc -l <"$ADMISSION_LOG")
-  okc=$(grep -c '^ok ' "$ADMISSION_LOG" || true)
-  noinit=$(grep -c '^noinit ' "$ADMISSION_LOG" || true)
-  failc=$(grep -c '^fail ' "$ADMISSION_LOG" || true)
-  info "  admissions during $desc: $total (ok $okc, without init container $noinit, failed $failc)"
-  AVAILABILITY_REPORT+=("$desc: $total admissions, $failc failed, $noinit without the init container")
+  read -r total okc noinit failc figures < <(jq -r \
+    '"\(.admissions) \(.ok) \(.not_injected) \(.failed) \(.rate_per_s)/s, p50 \(.p50_ms|floor) ms, p99 \(.p99_ms|floor) ms"' \
+    "$ADMISSION_LOG" 2>/dev/null) || true
+  total=${total:-0} okc=${okc:-0} noinit=${noinit:-0} failc=${failc:-0}
+  info "  admissions during $desc: $total (ok $okc, without init container $noinit, failed $failc; $figures)"
+  AVAILABILITY_REPORT+=("$desc: $total admissions ($figures), $failc failed, $noinit without the init container")
   if ((total >= 5 && okc == total)); then
     ok "$desc: $total Deployments created, every one with the init container, zero failed admissions"
   else
     failed "$desc: $total admissions, $okc ok, $noinit without init container, $failc failed (need >= 5, all ok)"
-    grep -v '^ok ' "$ADMISSION_LOG" | sed -n '1,10s/^/      /p' >&2 || true
+    jq -r 'select(.outcome != "ok") | "\(.at_ms|floor) ms: \(.outcome) \(.message)"' \
+      "$ADMISSION_LOG.jsonl" 2>/dev/null | sed -n '1,10s/^/      /p' >&2 || true
   fi
-  rm -f "$ADMISSION_LOG" "$ADMISSION_LOG.stop"
+  rm -f "$ADMISSION_LOG" "$ADMISSION_LOG.stop" "$ADMISSION_LOG.jsonl"
 }
 
 # admission_loop_abort: stops a loop still running (a runner's exit trap, after a failure), by its pid.

@@ -12,6 +12,10 @@
 #                 node's network namespace; empty on kind)
 #   E2E_TIMEOUT   seconds for each wait
 #   E2E_DRY_RUN   1: print the steps and commands, run nothing (kind's --dry-run)
+#   E2E_LOAD      array: the load generator (examples/admission_load) with what reaches the cluster
+#                 (the node's network namespace and KUBECONFIG, or kind's --context)
+#   E2E_LOAD_CLIENTS, E2E_LOAD_RATE: its concurrent clients and admissions per second in all
+#                 (8 and 25 by default: above the 20/s the availability phases must sustain)
 # The report, written only by the functions of this file (and read by the runners' exit traps):
 #   STEP, PHASE (the current step), FAILURES (failed checks so far), AVAILABILITY_REPORT (one
 #   line per admission loop), E2E_TIMINGS (one line per e2e_mark), ADMISSION_LOOP_PID/_LOG.
@@ -20,6 +24,9 @@
 [[ -v E2E_KUBECTL ]] || E2E_KUBECTL=(kubectl)
 [[ -v E2E_HELM ]] || E2E_HELM=(helm)
 [[ -v E2E_NET ]] || E2E_NET=()
+[[ -v E2E_LOAD ]] || E2E_LOAD=()
+E2E_LOAD_CLIENTS="${E2E_LOAD_CLIENTS:-8}"
+E2E_LOAD_RATE="${E2E_LOAD_RATE:-25}"
 E2E_TIMEOUT="${E2E_TIMEOUT:-300}"
 E2E_DRY_RUN="${E2E_DRY_RUN:-0}"
 E2E_T0="${E2E_T0:-$SECONDS}"
@@ -34,7 +41,7 @@ ADMISSION_LOG=""
 # e2e_context_freeze: the run context is read-only from here on (scenarios cannot swap it);
 # E2E_CONTEXT tells the runners' exit traps that the cluster can be asked for diagnostics.
 e2e_context_freeze() {
-  readonly E2E_KUBECTL E2E_HELM E2E_NET E2E_TIMEOUT E2E_DRY_RUN
+  readonly E2E_KUBECTL E2E_HELM E2E_NET E2E_LOAD E2E_LOAD_CLIENTS E2E_LOAD_RATE E2E_TIMEOUT E2E_DRY_RUN
   readonly E2E_CONTEXT=1
 }
 

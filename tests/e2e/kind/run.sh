@@ -62,6 +62,10 @@ source "$SCRIPT_DIR/../cluster/scenarios.sh"
 E2E_KUBECTL=(kubectl --context "$KCTX")
 # shellcheck disable=SC2034
 E2E_HELM=(helm --kube-context "$KCTX") E2E_NET=() E2E_TIMEOUT=$TIMEOUT
+# The load generator of the availability phases (built by build_images), on this kind cluster.
+LOAD_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/examples/admission_load"
+# shellcheck disable=SC2034
+E2E_LOAD=("$LOAD_BIN" --context "$KCTX")
 E2E_DRY_RUN=0
 
 
@@ -192,6 +196,9 @@ build_images() {
   else
     run docker build -t "$WEBHOOK_IMAGE" "$REPO_ROOT"
   fi
+
+  step "Build the admission load generator (examples/admission_load)"
+  run cargo build --quiet --locked --manifest-path "$REPO_ROOT/Cargo.toml" --example admission_load
 
   step "Build the migrations image $MIGRATIONS_IMAGE (base $ATLAS_IMAGE)"
   run docker build --build-arg "ATLAS_IMAGE=$ATLAS_IMAGE" -t "$MIGRATIONS_IMAGE" "$SCRIPT_DIR/migrations"

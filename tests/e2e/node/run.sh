@@ -98,6 +98,10 @@ else
 fi
 # certs/dev-certs.sh (the existingSecret scenario) runs this binary rather than building another.
 export MIGRATION_INJECTOR_BIN=$ctx/target/$TRIPLE/release/migration-injector
+# The load generator of the availability phases, run on this machine inside the node's network
+# namespace (a debug build: it reuses the test step's dependencies).
+(cd "$REPO" && cargo build --quiet --locked --example admission_load)
+LOAD_BIN="${CARGO_TARGET_DIR:-$REPO/target}/debug/examples/admission_load"
 e2e_mark "webhook binary"
 
 PHASE="building and pushing images"
@@ -128,6 +132,7 @@ HELM_BIN=$("$REPO/tests/tools/install-helm.sh")
   E2E_KUBECTL=("${RUN_PREFIX[@]}" kubectl --kubeconfig "$KUBECONFIG")
   E2E_HELM=("${RUN_PREFIX[@]}" "$HELM_BIN" --kubeconfig "$KUBECONFIG")
   E2E_NET=("${RUN_PREFIX[@]}")
+  E2E_LOAD=("${RUN_PREFIX[@]}" env "KUBECONFIG=$KUBECONFIG" "$LOAD_BIN")
   E2E_TIMEOUT=${TIMEOUT:-180}
 }
 E2E_DRY_RUN=0
