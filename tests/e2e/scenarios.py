@@ -6,8 +6,8 @@ Run by tests/e2e/run.sh, which provides E2E_* environment variables and KUBECONF
 context, read once by apiserver/helpers.py). E2E_ONLY=N runs scenario N alone.
 
 Where to add a scenario: a function in the module of its topic under apiserver/ (mutation,
-webhook_down, chart, certificates, check_cmd; a new module for a new topic), using the helpers of
-apiserver/helpers.py and raising AssertionError (eq does) on a failed check; then one line in
+webhook_down, chart, certificates, check_cmd, inject_dry_run; a new module for a new topic), using
+the helpers of apiserver/helpers.py and raising AssertionError (eq does) on a failed check; then one line in
 SCENARIOS below, numbered, at its place in the order.
 """
 
@@ -21,6 +21,7 @@ from apiserver.certificates import (s12_self_managed_replicas_race, s15_tls_mode
 from apiserver.chart import s9_kind_manifests_valid, s10_helm_chart_url_mode
 from apiserver.check_cmd import s14_check_diagnoses
 from apiserver.helpers import Webhook, kubectl, webhook_configuration
+from apiserver.inject_dry_run import s17_inject_output_passes_dry_run
 from apiserver.mutation import (s1_guide_deployment, s2_create_deployment_and_existing_init, s3_updates,
                                 s4_overrides_and_kinds, s5_bad_annotations, s6_dry_run_and_server_side,
                                 s7_unannotated_unchanged, s11_controller_copies_untouched)
@@ -51,6 +52,8 @@ def scenarios(webhook):
         ("15 TLS mode switches keep the old pods' CA trusted", s15_tls_mode_switch_keeps_the_old_ca),
         ("16 replicas keep the caBundle for certificate files (--manage-ca-bundle)",
          s16_replicas_keep_the_ca_bundle_for_files),
+        ("17 inject's output of every fixture passes --dry-run=server like its input, through the webhook",
+         s17_inject_output_passes_dry_run),
     ]
 
 
