@@ -123,9 +123,12 @@ def s12_self_managed_replicas_race():
         # keep serving what the caBundle trusts, and a new replica is not ready and says why.
         leaf_dir = os.path.join(WORK, "not-a-ca")
         subprocess.run([BIN, "certs", "generate", "--out", leaf_dir], check=True, capture_output=True)
-        kubectl("delete", "secret", ca_secret, "-n", "migration-injector")
-        kubectl("create", "secret", "generic", ca_secret, "-n", "migration-injector",
-                f"--from-file=ca.crt={leaf_dir}/tls.crt", f"--from-file=ca.key={leaf_dir}/tls.key")
+        # Replaced in one write: between a delete and a create, a replica (checking every second)
+        # would re-create the missing Secret with a new CA of its own.
+        bad = kubectl("create", "secret", "generic", ca_secret, "-n", "migration-injector",
+                      f"--from-file=ca.crt={leaf_dir}/tls.crt", f"--from-file=ca.key={leaf_dir}/tls.key",
+                      "--dry-run=client", "-o", "json").stdout
+        kubectl("replace", "-f", "-", input=bad)
         with AdmissionLoad("self-managed") as load:
             time.sleep(3)
         if load.failed or load.ok < 5:
