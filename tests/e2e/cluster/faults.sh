@@ -25,7 +25,15 @@ container_pid() {
 # memory_of PID: "RSS x MiB (peak y MiB)" from /proc/PID/status.
 memory_of() {
   awk '$1 == "VmRSS:" { r = $2 } $1 == "VmHWM:" { h = $2 } END { printf "RSS %.1f MiB (peak %.1f MiB)", r / 1024, h / 1024 }' \
-    "/proc/$1/status" 2>/dev/null
+    "/proc/$1/status" 2>/dev/null || printf 'RSS ? (no process %s)' "$1"
+}
+
+# seconds_between TIME1 TIME2: seconds from one RFC 3339 time to another ("?" when either is missing).
+seconds_between() {
+  local a b
+  a="$(date -d "$1" +%s 2>/dev/null)" && b="$(date -d "$2" +%s 2>/dev/null)" && [[ -n "$1" && -n "$2" ]] &&
+    { printf '%s' $((b - a)); return 0; }
+  printf '?'
 }
 
 # cpu_ns PID: CPU time (ns) used so far by PID's container: its cpuacct cgroup's usage.
@@ -73,7 +81,7 @@ assert_fault_bounded() {
     ok "$desc: failures within a ${span} s window (bound ${bound} s)"
   else failed "$desc: failures over ${span} s (bound ${bound} s)"; fi
   read -r tail_total tail_ok < <(jq -rs '(map(.at_ms) | max // 0) as $last
-    | map(select(.at_ms > $last - 2000)) | "\(length) \(map(select(.outcome == "ok")) | length)"' <<<"$ADMISSION_RECORDS")
+    | map(select(.at_ms > $last - 2000)) | "\(length) \(map(select(.outcome == "ok")) | length)"' <<<"$ADMISSION_RECORDS") || true
   if ((tail_total > 0 && tail_ok == tail_total)); then
     ok "$desc: admissions succeed again (the last 2 s: $tail_ok of $tail_total ok)"
   else failed "$desc: not recovered (the last 2 s: $tail_ok of $tail_total ok)"; fi
@@ -96,12 +104,12 @@ wait_ready_again() {
 # wait_new_pods_ready REL OLD_PODS REPLICAS OUT: until REPLICAS pods of the release that are not in
 # OLD_PODS (pod/NAME words) are Ready; OUT gets the seconds it took (from the call).
 wait_new_pods_ready() {
-  local rel=$1 old=" $2 " want=$3 t0=$EPOCHREALTIME deadline=$((SECONDS + E2E_TIMEOUT)) n name ready
+  local rel=$1 old=" $2 " want=$3 t0=$EPOCHREALTIME deadline=$((SECONDS + E2E_TIMEOUT)) n name is_ready
   local -n _out=$4
   while :; do
     n=0
-    while read -r name ready; do
-      [[ -n "$name" && "$old" != *" pod/$name "* && "$ready" == True ]] && n=$((n + 1))
+    while read -r name is_ready; do
+      [[ -n "$name" && "$old" != *" pod/$name "* && "$is_ready" == True ]] && n=$((n + 1))
     done < <(kget -n "${rel%%/*}" get pods -l "app.kubernetes.io/instance=${rel#*/}" \
       -o 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null || true)
     ((n >= want)) && break
@@ -222,7 +230,7 @@ fault_apiserver_restart() {
   admission_loop_end "kube-apiserver restart"
   local by_api by_webhook
   read -r by_api by_webhook < <(jq -rs 'map(select(.outcome == "failed"))
-    | "\(map(select(.message | test("failed calling webhook") | not)) | length) \(map(select(.message | test("failed calling webhook"))) | length)"' <<<"$ADMISSION_RECORDS")
+    | "\(map(select(.message | test("failed calling webhook") | not)) | length) \(map(select(.message | test("failed calling webhook"))) | length)"' <<<"$ADMISSION_RECORDS") || true
   fault_report "kube-apiserver restarted (selfManaged)" "$at" \
     "stopped in ${down_s} s, serving again ${up_s} s after the stop, admissions through the webhook again after ${back} s; failures at the API server (not reached) $by_api, from the webhook $by_webhook"
   assert_fault_bounded "kube-apiserver restart" $((FAULT_WINDOW_BOUND * 4))
@@ -258,8 +266,8 @@ fault_resource_figures() {
   local pod pid pids=() line size started ready cpu0=0 cpu1=0 n
   while read -r pod pid; do
     pids+=("$pid")
-    read -r started ready < <(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.conditions[?(@.type=="PodScheduled")].lastTransitionTime} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}')
-    line="$pod: idle $(memory_of "$pid"); scheduled -> Ready $(($(date -d "$ready" +%s) - $(date -d "$started" +%s))) s"
+    read -r started ready < <(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.conditions[?(@.type=="PodScheduled")].lastTransitionTime} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}{"\n"}') || true
+    line="$pod: idle $(memory_of "$pid"); scheduled -> Ready $(seconds_between "$started" "$ready") s"
     info "  $line"
     AVAILABILITY_REPORT+=("resources, $line")
   done < <(webhook_pod_pids "$rel" "$sock")
