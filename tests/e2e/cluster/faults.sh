@@ -52,14 +52,15 @@ webhook_pod_pids() {
 }
 
 # fault_report DESC AT [EXTRA]: the availability report's line for the last loop (admission_loop_end)
-# with its failure window relative to the fault, AT seconds into the load; printed too.
+# with its failure window relative to the fault, AT seconds into the load ("" : no window, for a
+# load that is expected not to be injected); printed too.
 fault_report() {
-  local desc=$1 at=$2 extra=${3:-} line
+  local desc=$1 at=${2:-null} extra=${3:-} line
   line="$(jq -r --argjson at "$at" '
     def d: (. * 10 | round) / 10;
     "\(.admissions // 0) admissions (\(.rate_per_s // 0)/s, p50 \(.p50_ms // 0 | floor) ms, p99 \(.p99_ms // 0 | floor) ms), "
     + "\(.failed // 0) failed, \(.not_injected // 0) without the init container"
-    + (if .failure_window then ", failures from +\(.failure_window.first_s - $at | d) s to +\(.failure_window.last_s - $at | d) s after the fault (window \(.failure_window.span_s | d) s)" else "" end)' \
+    + (if .failure_window and $at != null then ", failures from +\(.failure_window.first_s - $at | d) s to +\(.failure_window.last_s - $at | d) s after the fault (window \(.failure_window.span_s | d) s)" else "" end)' \
     <<<"$ADMISSION_SUMMARY")"
   AVAILABILITY_REPORT+=("$desc: $line${extra:+; $extra}")
   info "  $desc: $line${extra:+; $extra}"
@@ -162,9 +163,8 @@ fault_delete_all_pods() {
   wait_new_pods_ready "$rel" "$pods" "$replicas" ready
   sleep 3
   admission_loop_end "every webhook pod deleted"
-  recovery="$(jq -r --argjson at "$at" 'if .failure_window then (.failure_window.last_s - $at) * 10 | round / 10 else 0 end' <<<"$ADMISSION_SUMMARY")"
-  fault_report "every webhook pod deleted at once" "$at" \
-    "admissions succeed again ${recovery} s after the deletion; $replicas new pods Ready after ${ready} s"
+  recovery="$(jq -r --argjson at "$at" 'if .failure_window then "admissions succeed again \((.failure_window.last_s - $at) * 10 | round / 10) s after the deletion" else "no admission failed" end' <<<"$ADMISSION_SUMMARY")"
+  fault_report "every webhook pod deleted at once" "$at" "$recovery; $replicas new pods Ready ${ready} s after the deletion"
   assert_fault_bounded "every webhook pod deleted at once" $((FAULT_WINDOW_BOUND * 2))
   checkpoint "every webhook pod deleted at once"
 }
@@ -304,7 +304,7 @@ fault_resource_figures() {
   admission_loop_end "load without the webhook"
   kube create -f "$saved" || failed "re-creating $mwc"
   rm -f "$saved"
-  fault_report "latency without the webhook (its configuration removed; ${secs} s at ${E2E_LOAD_RATE}/s)" 0 \
+  fault_report "latency without the webhook (its configuration removed; ${secs} s at ${E2E_LOAD_RATE}/s)" "" \
     "all $(summary_field .not_injected) not injected, as expected"
   if (($(summary_field .failed) == 0)); then ok "without the webhook: no admission failed"
   else failed "without the webhook: admissions failed"; fi
