@@ -75,7 +75,7 @@ summary_field() { jq -r "$1 // 0" <<<"$ADMISSION_SUMMARY"; }
 assert_fault_bounded() {
   local desc=$1 bound=$2 noinit span tail_total tail_ok
   noinit="$(summary_field .not_injected)"
-  span="$(summary_field .failure_window.span_s)"
+  span="$(jq -r '(.failure_window.span_s // 0) * 10 | round / 10' <<<"$ADMISSION_SUMMARY")"
   if ((noinit == 0)); then ok "$desc: no Deployment admitted without the init container"
   else failed "$desc: $noinit Deployments admitted without the init container"; fi
   if awk -v s="$span" -v b="$bound" 'BEGIN { exit !(s < b) }'; then
