@@ -189,6 +189,21 @@ fault_rollout_unpaced() {
   sleep 2
   admission_loop_stop "$what"
   checkpoint "$what"
+  settle_load "$1"
+}
+
+# settle_load NS: waits until the generator's Deployments and their ReplicaSets in NS are gone
+# (deleted in the background: after an unpaced load thousands wait for the garbage collector,
+# which keeps kube-controller-manager, and so the endpoints of the next phases, busy); prints how long.
+settle_load() {
+  local t0=$EPOCHREALTIME left deadline=$((SECONDS + E2E_TIMEOUT))
+  while :; do
+    left="$(kget -n "$1" get deployments,replicasets -l load.migrations.io/generated=true -o name 2>/dev/null | grep -c . || true)"
+    ((left > 0)) || break
+    if ((SECONDS > deadline)); then warn "$left load objects still in $1 after ${E2E_TIMEOUT}s"; break; fi
+    sleep 2
+  done
+  info "  the load's Deployments and ReplicaSets garbage-collected $(since "$t0") s after the load stopped"
 }
 
 # fault_apiserver_restart REL NODE_DIR LOAD: kube-apiserver stopped (by its pid) and started again
