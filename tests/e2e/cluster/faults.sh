@@ -247,7 +247,7 @@ fault_apiserver_restart() {
   read -r by_api by_webhook < <(jq -rs 'map(select(.outcome == "failed"))
     | "\(map(select(.message | test("failed calling webhook") | not)) | length) \(map(select(.message | test("failed calling webhook"))) | length)"' <<<"$ADMISSION_RECORDS") || true
   fault_report "kube-apiserver restarted (selfManaged)" "$at" \
-    "stopped in ${down_s} s, serving again ${up_s} s after the stop, admissions through the webhook again after ${back} s; failures at the API server (not reached) $by_api, from the webhook $by_webhook"
+    "stopped in ${down_s} s, serving again ${up_s} s after the stop, admissions through the webhook again after ${back} s; failures at the API server (not reached) $by_api, in calling the webhook $by_webhook"
   assert_fault_bounded "kube-apiserver restart" $((FAULT_WINDOW_BOUND * 4))
   local after
   after="$(webhook_pods "$rel" running)"
