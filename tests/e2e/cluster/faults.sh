@@ -161,6 +161,9 @@ fault_delete_all_pods() {
   # shellcheck disable=SC2086 # one word per pod
   kube -n "$wns" delete $pods --wait=false || failed "deleting $pods"
   wait_new_pods_ready "$rel" "$pods" "$replicas" ready
+  # The old pods finish terminating (shutdown delay, drain) while the load goes on.
+  # shellcheck disable=SC2086 # one word per pod
+  kube -n "$wns" wait --for=delete $pods --timeout="${E2E_TIMEOUT}s" || failed "old webhook pods still there"
   sleep 3
   admission_loop_end "every webhook pod deleted"
   recovery="$(jq -r --argjson at "$at" 'if .failure_window then "admissions succeed again \((.failure_window.last_s - $at) * 10 | round / 10) s after the deletion" else "no admission failed" end' <<<"$ADMISSION_SUMMARY")"
