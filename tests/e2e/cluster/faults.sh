@@ -173,7 +173,7 @@ fault_delete_all_pods() {
 }
 
 # fault_rollout_unpaced REL RATE LOAD: a rollout restart of the webhook while the load generator
-# sends as fast as the API server answers (RATE 0) or at RATE a second: not one admission fails.
+# sends at RATE a second, or as fast as the API server answers (RATE 0): not one admission fails.
 fault_rollout_unpaced() {
   local rel=$1 rate=$2 wns=${1%%/*} dep before what
   shift 2

@@ -51,7 +51,7 @@ source "$_cluster_dir/faults.sh"
 #   host_network     1: the chart's deployment.hostNetwork (a single node) [0]
 #   node_dir         the node's directory (node/cluster.sh): with containerd_socket, the faults
 #                    under load (cluster/faults.sh: SIGKILL of a webhook container, every pod
-#                    deleted, a rollout under unpaced load, resource figures, kube-apiserver
+#                    deleted, a rollout restart under load, resource figures, kube-apiserver
 #                    restarted) ["": skipped]
 e2e_scenarios() {
   local -A a=([app_labels]=migrations.io/injection=enabled [broken_image]="" [pull_policy]=""
