@@ -22,31 +22,53 @@ webhook_deployment() {
   kget -n "${1%%/*}" get deployments -l "app.kubernetes.io/instance=${1#*/}" -o jsonpath='{.items[0].metadata.name}'
 }
 
-# admission_loop_start TAG NS TEMPLATE IMAGE: the load generator (E2E_LOAD, examples/admission_load):
+# admission_loop_start TAG NS TEMPLATE IMAGE [RATE]: the load generator (E2E_LOAD, examples/admission_load):
 # E2E_LOAD_CLIENTS concurrent clients create annotated Deployments (0 replicas, the generator's own
-# shape, not TEMPLATE) with IMAGE in NS and delete them, E2E_LOAD_RATE a second in all, until
-# admission_loop_stop. Each admission is recorded (latency, ok / not injected / failed with the API
-# server's message) in $ADMISSION_LOG.jsonl; the summary line goes to $ADMISSION_LOG. Runs in the
-# background: ADMISSION_LOOP_PID.
+# shape, not TEMPLATE) with IMAGE in NS and delete them, RATE a second in all (default
+# E2E_LOAD_RATE; 0: as fast as the API server answers), until admission_loop_stop (or _end). Each
+# admission is recorded (latency, ok / not injected / failed with the API server's message) in
+# $ADMISSION_LOG.jsonl; the summary line goes to $ADMISSION_LOG. Runs in the background:
+# ADMISSION_LOOP_PID; ADMISSION_T0 is when it started ($EPOCHREALTIME: the generator's times are
+# relative to it, within a few tens of milliseconds).
 admission_loop_start() {
-  local tag=$1 ns=$2 image=$4
+  local tag=$1 ns=$2 image=$4 rate=${5:-$E2E_LOAD_RATE}
   ADMISSION_LOG="$(mktemp)"
+  # shellcheck disable=SC2034 # read by the faults (cluster/faults.sh)
+  ADMISSION_T0=$EPOCHREALTIME
   "${E2E_LOAD[@]}" --namespace "$ns" --image "$image" --label "$tag" \
-    --clients "$E2E_LOAD_CLIENTS" --rate "$E2E_LOAD_RATE" \
+    --clients "$E2E_LOAD_CLIENTS" --rate "$rate" \
     --stop-file "$ADMISSION_LOG.stop" --records "$ADMISSION_LOG.jsonl" >"$ADMISSION_LOG" &
   ADMISSION_LOOP_PID=$!
 }
 
-# admission_loop_stop DESCRIPTION: stops the load (by its pid; in-flight creates finish and are
-# counted) and asserts every admission passed, reporting rate and latency.
+# admission_loop_end DESCRIPTION: stops the load (by its pid; in-flight creates finish and are
+# counted) and keeps what it measured, asserting nothing: ADMISSION_SUMMARY (the generator's JSON
+# summary: admissions, ok, not_injected, failed, rate_per_s, p50_ms, p99_ms, failure_window,
+# failure_messages) and ADMISSION_RECORDS (one JSON line per admission: at_ms, latency_ms,
+# outcome, message).
+admission_loop_end() {
+  touch "$ADMISSION_LOG.stop"
+  wait "$ADMISSION_LOOP_PID" || failed "$1: the load generator failed"
+  ADMISSION_LOOP_PID=""
+  ADMISSION_SUMMARY="$(cat "$ADMISSION_LOG" 2>/dev/null)"
+  ADMISSION_RECORDS="$(cat "$ADMISSION_LOG.jsonl" 2>/dev/null)"
+  [[ -n "$ADMISSION_SUMMARY" ]] || ADMISSION_SUMMARY='{}'
+  rm -f "$ADMISSION_LOG" "$ADMISSION_LOG.stop" "$ADMISSION_LOG.jsonl"
+}
+
+# admission_figures: "RATE/s, p50 X ms, p99 Y ms" of ADMISSION_SUMMARY.
+admission_figures() {
+  jq -r '"\(.rate_per_s)/s, p50 \(.p50_ms // 0 | floor) ms, p99 \(.p99_ms // 0 | floor) ms"' <<<"$ADMISSION_SUMMARY" 2>/dev/null
+}
+
+# admission_loop_stop DESCRIPTION: stops the load (admission_loop_end) and asserts every admission
+# passed, reporting rate and latency.
 admission_loop_stop() {
   local desc=$1 total okc noinit failc figures
-  touch "$ADMISSION_LOG.stop"
-  wait "$ADMISSION_LOOP_PID" || failed "$desc: the load generator failed"
-  ADMISSION_LOOP_PID=""
-  read -r total okc noinit failc figures < <(jq -r \
-    '"\(.admissions) \(.ok) \(.not_injected) \(.failed) \(.rate_per_s)/s, p50 \(.p50_ms|floor) ms, p99 \(.p99_ms|floor) ms"' \
-    "$ADMISSION_LOG" 2>/dev/null) || true
+  admission_loop_end "$desc"
+  read -r total okc noinit failc < <(jq -r '"\(.admissions) \(.ok) \(.not_injected) \(.failed)"' \
+    <<<"$ADMISSION_SUMMARY" 2>/dev/null) || true
+  figures="$(admission_figures)"
   total=${total:-0} okc=${okc:-0} noinit=${noinit:-0} failc=${failc:-0}
   info "  admissions during $desc: $total (ok $okc, without init container $noinit, failed $failc; $figures)"
   AVAILABILITY_REPORT+=("$desc: $total admissions ($figures), $failc failed, $noinit without the init container")
@@ -55,9 +77,8 @@ admission_loop_stop() {
   else
     failed "$desc: $total admissions, $okc ok, $noinit without init container, $failc failed (need >= 5, all ok)"
     jq -r 'select(.outcome != "ok") | "\(.at_ms|floor) ms: \(.outcome) \(.message)"' \
-      "$ADMISSION_LOG.jsonl" 2>/dev/null | sed -n '1,10s/^/      /p' >&2 || true
+      <<<"$ADMISSION_RECORDS" 2>/dev/null | sed -n '1,10s/^/      /p' >&2 || true
   fi
-  rm -f "$ADMISSION_LOG" "$ADMISSION_LOG.stop" "$ADMISSION_LOG.jsonl"
 }
 
 # admission_loop_abort: stops a loop still running (a runner's exit trap, after a failure), by its pid.

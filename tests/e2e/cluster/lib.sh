@@ -18,7 +18,8 @@
 #                 (8 and 25 by default: above the 20/s the availability phases must sustain)
 # The report, written only by the functions of this file (and read by the runners' exit traps):
 #   STEP, PHASE (the current step), FAILURES (failed checks so far), AVAILABILITY_REPORT (one
-#   line per admission loop), E2E_TIMINGS (one line per e2e_mark), ADMISSION_LOOP_PID/_LOG.
+#   line per admission loop or fault), E2E_TIMINGS (one line per e2e_mark), ADMISSION_LOOP_PID/_LOG/
+#   _T0, and the last loop's ADMISSION_SUMMARY/_RECORDS (cluster/availability.sh).
 # Every step prints `==> [n] ...` and each command as `$ ...`; each assertion prints ok or FAIL.
 
 [[ -v E2E_KUBECTL ]] || E2E_KUBECTL=(kubectl)
@@ -37,6 +38,9 @@ AVAILABILITY_REPORT=()
 E2E_TIMINGS=()
 ADMISSION_LOOP_PID=""
 ADMISSION_LOG=""
+ADMISSION_T0=""
+ADMISSION_SUMMARY="{}"
+ADMISSION_RECORDS=""
 
 # e2e_context_freeze: the run context is read-only from here on (scenarios cannot swap it);
 # E2E_CONTEXT tells the runners' exit traps that the cluster can be asked for diagnostics.
@@ -164,6 +168,6 @@ diagnostics() {
 # availability_report: the admission counts of every loop of the run.
 availability_report() {
   ((${#AVAILABILITY_REPORT[@]})) || return 0
-  printf '\n==> admissions while the webhook pods changed\n'
+  printf '\n==> admissions while the webhook pods changed, and under faults (availability report)\n'
   printf '    %s\n' "${AVAILABILITY_REPORT[@]}"
 }

@@ -24,6 +24,8 @@ source "$_cluster_dir/availability.sh"
 source "$_cluster_dir/tls.sh"
 # shellcheck source=chart.sh
 source "$_cluster_dir/chart.sh"
+# shellcheck source=faults.sh
+source "$_cluster_dir/faults.sh"
 
 # e2e_scenarios KEY=VALUE... [-- HELM_ARGS...]: every scenario, in order. HELM_ARGS (the image
 # values for this cluster) go to every helm upgrade that changes the TLS mode. Keys (the ones
@@ -47,10 +49,14 @@ source "$_cluster_dir/chart.sh"
 #   containerd_socket, registry  the node's containerd and registry: check the migrate container
 #                    as containerd ran it ["": skipped]
 #   host_network     1: the chart's deployment.hostNetwork (a single node) [0]
+#   node_dir         the node's directory (node/cluster.sh): with containerd_socket, the faults
+#                    under load (cluster/faults.sh: SIGKILL of a webhook container, every pod
+#                    deleted, a rollout restart under load, resource figures, kube-apiserver
+#                    restarted) ["": skipped]
 e2e_scenarios() {
   local -A a=([app_labels]=migrations.io/injection=enabled [broken_image]="" [pull_policy]=""
     [postgres_image]="" [app_image]="" [db_host]=dns [chart]="" [webhook_replicas]=""
-    [expect_security_context]=1 [skip_rerun]=0 [containerd_socket]="" [registry]="" [host_network]=0)
+    [expect_security_context]=1 [skip_rerun]=0 [containerd_socket]="" [registry]="" [host_network]=0 [node_dir]="")
   while (($#)) && [[ "$1" != -- ]]; do
     [[ "$1" == *=* && -v "a[${1%%=*}]" || "${1%%=*}" =~ ^(app_ns|tool|image|release|webhook_image)$ ]] ||
       die "e2e_scenarios: unknown argument $1"
@@ -105,6 +111,12 @@ e2e_scenarios() {
     ((E2E_DRY_RUN)) || rm -f "$template"
     return 0
   fi
+  local faults=0
+  [[ -n "${a[node_dir]}" && -n "${a[containerd_socket]}" ]] && faults=1
+  # Faults under load (node only): what fails, for how long; what the webhook costs.
+  if ((faults)); then
+    run_fault_scenarios "$rel" "${a[containerd_socket]}" "${a[webhook_image]}" "${a[webhook_replicas]:-1}" "${load[@]}"
+  fi
   # The webhook's own upgrade while it is down, then its TLS modes, each under load.
   assert_own_upgrade_while_down "$rel" "$chart" "${load[@]}"
   e2e_mark "own upgrade with the webhook down"
@@ -115,6 +127,10 @@ e2e_scenarios() {
   run_self_managed_scenario "$rel" "$chart" "${load[@]}" "$@" \
     --set tls.existingSecret= --set tls.caBundle= --set tls.manageCaBundle=false
   e2e_mark "-> selfManaged under load, scenario"
+  if ((faults)); then
+    fault_apiserver_restart "$rel" "${a[node_dir]}" "${load[@]}"
+    e2e_mark "faults: kube-apiserver restarted (selfManaged)"
+  fi
   assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" helm "" "$@"
   e2e_mark "selfManaged -> helm under load"
   if [[ "${a[host_network]}" == 1 ]]; then

@@ -14,6 +14,8 @@
 #   cluster.sh down DIR                stop every process it started (by pid), remove its mounts,
 #                                      cgroups, namespaces and state; restore the sysctls kubelet set.
 #   cluster.sh logs DIR [N]            last N lines of every component's log.
+#   cluster.sh stop-apiserver DIR [S]  stop kube-apiserver by its pid (TERM, KILL after S s, 15): a fault.
+#   cluster.sh start-apiserver DIR     start it again as up does; exit 0 once /readyz answers.
 #
 # Caches (rebuilt only when missing): ~/.cache/kubernetes-node-1.20.2 (the Kubernetes binaries and
 # pause, see build-kubernetes.sh), ~/.cache/migration-injector-node (debootstrap'd Debian base and
@@ -38,7 +40,7 @@ PAUSE_IMAGE_NAME=mi-node/pause:3.4-local
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[cluster] FAILED: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 CMD=$1
@@ -321,14 +323,9 @@ EOF
   wait_for registry 30 "${NSX[@]}" curl -fsS "http://$REGISTRY/v2/"
 }
 
-control_plane_up() {
+# apiserver_up: kube-apiserver (also what start-apiserver runs again after stop-apiserver), until /readyz.
+apiserver_up() {
   local p=$DIR/pki
-  mkdir -p "$DIR/etcd"
-  start etcd etcd --data-dir "$DIR/etcd/data" --listen-client-urls http://127.0.0.1:2379 \
-    --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
-    --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster default=http://127.0.0.1:2380 \
-    --listen-metrics-urls http://127.0.0.1:2381
-  wait_for etcd 60 "${NSX[@]}" curl -fsS http://127.0.0.1:2379/health
   start kube-apiserver "$KBIN/kube-apiserver" --etcd-servers http://127.0.0.1:2379 \
     --bind-address 0.0.0.0 --advertise-address "$NODE_IP" --secure-port "$API_PORT" --insecure-port 0 \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
@@ -344,6 +341,17 @@ control_plane_up() {
     --requestheader-username-headers X-Remote-User \
     --proxy-client-cert-file "$p/front-proxy-client.crt" --proxy-client-key-file "$p/front-proxy-client.key"
   wait_for kube-apiserver 120 "${NSX[@]}" kubectl --kubeconfig "$DIR/admin.kubeconfig" get --raw /readyz
+}
+
+control_plane_up() {
+  local p=$DIR/pki
+  mkdir -p "$DIR/etcd"
+  start etcd etcd --data-dir "$DIR/etcd/data" --listen-client-urls http://127.0.0.1:2379 \
+    --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+    --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster default=http://127.0.0.1:2380 \
+    --listen-metrics-urls http://127.0.0.1:2381
+  wait_for etcd 60 "${NSX[@]}" curl -fsS http://127.0.0.1:2379/health
+  apiserver_up
   start kube-controller-manager "$KBIN/kube-controller-manager" --kubeconfig "$DIR/kcm.kubeconfig" \
     --authentication-kubeconfig "$DIR/kcm.kubeconfig" --authorization-kubeconfig "$DIR/kcm.kubeconfig" \
     --service-account-private-key-file "$p/sa.key" --root-ca-file "$p/ca.crt" \
@@ -572,6 +580,21 @@ except Exception:
   log "node in $DIR is down"
 }
 
+# stop-apiserver / start-apiserver: a restart of the API server (a fault the e2e measures).
+cmd_stop_apiserver() {
+  local pid
+  pid=$(pid_of kube-apiserver)
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then die "no kube-apiserver running in $DIR"; fi
+  stop_pid kube-apiserver "$pid" "${1:-15}"
+  log "kube-apiserver ($pid) stopped"
+}
+cmd_start_apiserver() {
+  [ -f "$DIR/env" ] || die "no node in $DIR (run: cluster.sh up $DIR)"
+  ensure_binaries
+  apiserver_up
+  log "kube-apiserver ($(pid_of kube-apiserver)) ready again"
+}
+
 cmd_logs() {
   local n=${1:-30} f
   for f in "$DIR"/logs/*.log; do
@@ -586,5 +609,7 @@ case $CMD in
   image) cmd_image "$@" ;;
   down) cmd_down ;;
   logs) cmd_logs "$@" ;;
+  stop-apiserver) cmd_stop_apiserver "$@" ;;
+  start-apiserver) cmd_start_apiserver ;;
   *) usage ;;
 esac

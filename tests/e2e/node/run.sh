@@ -145,6 +145,7 @@ e2e_scenarios app_ns=migrations-e2e tool=dbmate image="$MIGRATIONS_IMAGE" \
   app_image="$POSTGRES_IMAGE" db_host=clusterip release=migration-injector/migration-injector \
   chart="$REPO/charts/migration-injector" webhook_image="$WEBHOOK_REF" webhook_replicas=2 \
   containerd_socket="$NODE_DIR/containerd/containerd.sock" registry="$REGISTRY" host_network=1 \
+  node_dir="$DIR" \
   -- --set "image.repository=${WEBHOOK_REF%:*}" --set image.tag=e2e --set image.pullPolicy=Always \
   --set deployment.replicas=2
 availability_report
