@@ -26,6 +26,7 @@
 #[cfg(test)]
 mod api_mock;
 pub mod check;
+pub mod controller;
 pub mod mutate;
 pub mod readiness;
 pub mod tls;

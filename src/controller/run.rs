@@ -1,0 +1,543 @@
+//! The controller's loop: reflectors over the waiting pods, the MigrationRuns, their Jobs and
+//! the Jobs' pods feed a work queue of (namespace, fingerprint); a resync every
+//! [`RESYNC_EVERY`] re-queues every run (backoff timers, missed events). Only the Lease holder
+//! reconciles: read the stores, [`decide`], apply the decision.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use super::admin::{self, AdminState};
+use super::crd::{
+    MigrationRun, FINGERPRINT_LABEL, MESSAGE_ANNOTATION, PHASE_ANNOTATION, RETRY_ANNOTATION,
+    RUN_LABEL,
+};
+use super::decide::{decide, Decision, EventKind, Input, JobFacts, PodFacts, RunFacts};
+use super::job;
+use super::lease::{self, LeaseConfig, LeaseError};
+use super::metrics::Metrics;
+use super::owners::{OwnerError, Owners};
+
+pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
+/// The Events' reporting controller.
+pub const REPORTER: &str = "migration-injector-controller";
+const FIELD_MANAGER: &str = "migration-injector-controller";
+/// events.k8s.io notes are limited to 1 kB; the tool's last lines are the end of the text.
+const NOTE_MAX: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub lease: LeaseConfig,
+    pub admin_listen: SocketAddr,
+    pub max_attempts: u32,
+    pub job_deadline_seconds: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("admin server on {0}")]
+    Admin(SocketAddr, #[source] std::io::Error),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("the {0} watch ended")]
+    WatchEnded(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+    #[error("{what}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Job(#[from] job::JobError),
+    #[error("the run's Job can only be built once the MigrationRun exists")]
+    NoRun,
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    }
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let what = what.into();
+    move |source| ReconcileError::Api { what, source }
+}
+
+/// (namespace, fingerprint): one run.
+pub type Key = (String, String);
+
+/// What one reconcile reads and writes with.
+pub struct Context {
+    pub client: Client,
+    pub pods: Store<Pod>,
+    pub runs: Store<MigrationRun>,
+    pub jobs: Store<Job>,
+    pub job_pods: Store<Pod>,
+    pub owners: Owners,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub max_attempts: u32,
+    pub job_deadline_seconds: i64,
+}
+
+fn label<'a>(object: &'a impl Resource, key: &str) -> Option<&'a str> {
+    object.meta().labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn key_of(object: &impl Resource, label_key: Option<&str>) -> Option<Key> {
+    let namespace = object.meta().namespace.clone()?;
+    let fp = match label_key {
+        Some(k) => label(object, k)?.to_owned(),
+        None => object.meta().name.clone()?,
+    };
+    Some((namespace, fp))
+}
+
+/// A pod that still waits: not being deleted, not finished.
+fn waiting(pod: &Pod) -> bool {
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    pod.meta().deletion_timestamp.is_none() && !finished
+}
+
+fn annotation(object: &impl Resource, key: &str) -> Option<String> {
+    object.meta().annotations.as_ref()?.get(key).cloned()
+}
+
+/// Reads the stores for one run, decides, applies.
+pub async fn reconcile(ctx: &Context, key: &Key) -> Result<(), ReconcileError> {
+    let (namespace, fp) = key;
+    let run = ctx.runs.get(&ObjectRef::new(fp).within(namespace));
+    let mut waiting_pods: Vec<Arc<Pod>> = ctx.pods.state_filter(|p| {
+        p.namespace().as_ref() == Some(namespace)
+            && label(p, FINGERPRINT_LABEL) == Some(fp)
+            && waiting(p)
+    });
+    waiting_pods.sort_by_key(|p| p.name_any());
+    let mut pods = Vec::with_capacity(waiting_pods.len());
+    for pod in &waiting_pods {
+        pods.push(PodFacts {
+            name: pod.name_any(),
+            workload: ctx.owners.top_workload(pod).await?,
+            carried: job::carried(pod),
+            settings: pod.spec.as_ref().map(job::pod_settings).unwrap_or_default(),
+            phase: annotation(pod.as_ref(), PHASE_ANNOTATION),
+            message: annotation(pod.as_ref(), MESSAGE_ANNOTATION),
+        });
+    }
+    let jobs: Vec<JobFacts> = ctx
+        .jobs
+        .state_filter(|j| {
+            j.namespace().as_ref() == Some(namespace) && label(j, RUN_LABEL) == Some(fp)
+        })
+        .iter()
+        .map(|j| JobFacts {
+            name: j.name_any(),
+            state: job::state(j),
+            message: failed_pod_message(&ctx.job_pods, j),
+        })
+        .collect();
+    let facts = run.as_ref().map(|r| RunFacts {
+        spec: r.spec.clone(),
+        status: r.status.clone().unwrap_or_default(),
+        owners: r.owner_references().to_vec(),
+        retry: annotation(r.as_ref(), RETRY_ANNOTATION),
+    });
+    let decision = decide(&Input {
+        now: Timestamp::now(),
+        fingerprint: fp,
+        run: facts.as_ref(),
+        pods: &pods,
+        jobs: &jobs,
+        max_attempts: ctx.max_attempts,
+    });
+    apply(ctx, key, run.as_deref(), decision).await
+}
+
+/// The termination message of the Job's failed pod (its controller uid is the Job's).
+fn failed_pod_message(job_pods: &Store<Pod>, job: &Job) -> Option<String> {
+    let uid = job.uid()?;
+    job_pods
+        .state_filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .iter()
+        .find_map(|p| job::termination_message(p))
+}
+
+async fn apply(
+    ctx: &Context,
+    (namespace, fp): &Key,
+    run: Option<&MigrationRun>,
+    decision: Decision,
+) -> Result<(), ReconcileError> {
+    let runs = Api::<MigrationRun>::namespaced(ctx.client.clone(), namespace);
+    if let Some((spec, owners)) = decision.create_run {
+        let mut object = MigrationRun::new(fp, spec);
+        object.metadata.namespace = Some(namespace.clone());
+        object.metadata.owner_references =
+            Some(owners.iter().map(|w| w.owner_reference()).collect());
+        match runs.create(&post_params(), &object).await {
+            Ok(_) => tracing::info!(%namespace, run = %fp, "created MigrationRun"),
+            // Created by a previous pass the store has not shown yet.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(api_error(format!("creating MigrationRun {namespace}/{fp}"))(e)),
+        }
+    }
+    let mut current = run.cloned();
+    if let (Some((owners, workloads)), Some(run)) = (&decision.set_owners, &current) {
+        // The read resourceVersion makes a write over a newer version a 409 (retried later).
+        let patch = json!({
+            "metadata": {"ownerReferences": owners, "resourceVersion": run.resource_version()},
+            "spec": {"workloads": workloads},
+        });
+        let patched = runs
+            .patch(fp, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error(format!(
+                "adding owners to MigrationRun {namespace}/{fp}"
+            )))?;
+        current = Some(patched);
+    }
+    if let Some(attempt) = decision.create_job {
+        let run = current.as_ref().ok_or(ReconcileError::NoRun)?;
+        let job = job::build(run, attempt, ctx.job_deadline_seconds)?;
+        let name = job.name_any();
+        match Api::<Job>::namespaced(ctx.client.clone(), namespace)
+            .create(&post_params(), &job)
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics.runs_started.inc();
+                tracing::info!(%namespace, run = %fp, job = %name, attempt, "started migration Job");
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(api_error(format!("creating Job {namespace}/{name}"))(e)),
+        }
+    }
+    if let (Some(status), Some(run)) = (&decision.status, &current) {
+        let patch = json!({
+            "metadata": {"resourceVersion": run.resource_version()},
+            "status": status,
+        });
+        let patched = runs
+            .patch_status(fp, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error(format!(
+                "writing the status of MigrationRun {namespace}/{fp}"
+            )))?;
+        tracing::info!(%namespace, run = %fp, phase = status.phase.as_str(),
+            message = status.message.as_deref().unwrap_or_default(), "run status");
+        current = Some(patched);
+    }
+    if let Some(run) = &current {
+        for (kind, note) in &decision.events {
+            count(ctx, *kind, decision.succeeded_after);
+            publish(ctx, run, *kind, note).await;
+        }
+    }
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    for (pod, phase, message) in &decision.annotate {
+        let patch = json!({"metadata": {"annotations": {
+            PHASE_ANNOTATION: phase.as_str(),
+            MESSAGE_ANNOTATION: message,
+        }}});
+        match pods
+            .patch(pod, &patch_params(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(api_error(format!("annotating pod {namespace}/{pod}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+fn count(ctx: &Context, kind: EventKind, succeeded_after: Option<Duration>) {
+    match kind {
+        EventKind::Failed => {
+            ctx.metrics.runs_failed.inc();
+        }
+        EventKind::Succeeded => {
+            ctx.metrics.runs_succeeded.inc();
+            if let Some(took) = succeeded_after {
+                ctx.metrics.run_duration.observe(took.as_secs_f64());
+            }
+        }
+        // Started is counted when the Job is created (a 409 is not a start).
+        EventKind::Started | EventKind::Retrying => {}
+    }
+}
+
+/// The end of `text` within `max` bytes (the tool's last lines matter most).
+fn tail(text: &str, max: usize) -> &str {
+    let mut from = text.len().saturating_sub(max);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    &text[from..]
+}
+
+/// One Event on each workload of the run (what users `kubectl describe`), the run as related
+/// object. A failed Event is logged, never fatal.
+async fn publish(ctx: &Context, run: &MigrationRun, kind: EventKind, note: &str) {
+    let event = Event {
+        type_: if kind.is_warning() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: kind.reason().to_owned(),
+        note: Some(tail(note, NOTE_MAX).to_owned()),
+        action: "Migrate".to_owned(),
+        secondary: Some(run.object_ref(&())),
+    };
+    for owner in run.owner_references() {
+        let regarding = ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: run.namespace(),
+            uid: Some(owner.uid.clone()),
+            ..ObjectReference::default()
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &regarding).await {
+            tracing::warn!(error = %crate::error_chain(&e), reason = kind.reason(), workload = %owner.name, "event");
+        }
+    }
+}
+
+/// Runs a reflector, sending the key of every object it sees change.
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    label_key: Option<&'static str>,
+    queue: mpsc::UnboundedSender<Key>,
+) -> (Store<K>, impl std::future::Future<Output = ()>)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let task = async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(object) => {
+                    if let Some(key) = key_of(&object, label_key) {
+                        let _ = queue.send(key);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %crate::error_chain(&e), "watch"),
+            }
+        }
+    };
+    (store, task)
+}
+
+/// Every run the stores know of (the resync).
+fn all_keys(ctx: &Context) -> BTreeSet<Key> {
+    let mut keys = BTreeSet::new();
+    keys.extend(
+        ctx.pods
+            .state()
+            .iter()
+            .filter_map(|p| key_of(p.as_ref(), Some(FINGERPRINT_LABEL))),
+    );
+    keys.extend(
+        ctx.runs
+            .state()
+            .iter()
+            .filter_map(|r| key_of(r.as_ref(), None)),
+    );
+    keys.extend(
+        ctx.jobs
+            .state()
+            .iter()
+            .filter_map(|j| key_of(j.as_ref(), Some(RUN_LABEL))),
+    );
+    keys
+}
+
+fn pods_waiting(pods: &Store<Pod>) -> i64 {
+    let count = pods
+        .state()
+        .iter()
+        .filter(|p| {
+            waiting(p) && annotation(p.as_ref(), PHASE_ANNOTATION).as_deref() != Some("Succeeded")
+        })
+        .count();
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Runs the controller until a watch ends, the admin server fails or the Lease is lost.
+pub async fn run(client: Client, options: Options) -> Result<(), ControllerError> {
+    let (queue, mut keys) = mpsc::unbounded_channel::<Key>();
+    let fp_pods = watcher::Config::default().labels(FINGERPRINT_LABEL);
+    let run_objects = watcher::Config::default().labels(RUN_LABEL);
+    let (pods, pods_task) = reflect(
+        Api::<Pod>::all(client.clone()),
+        fp_pods,
+        Some(FINGERPRINT_LABEL),
+        queue.clone(),
+    );
+    let (runs, runs_task) = reflect(
+        Api::<MigrationRun>::all(client.clone()),
+        watcher::Config::default(),
+        None,
+        queue.clone(),
+    );
+    let (jobs, jobs_task) = reflect(
+        Api::<Job>::all(client.clone()),
+        run_objects.clone(),
+        Some(RUN_LABEL),
+        queue.clone(),
+    );
+    let (job_pods, job_pods_task) = reflect(
+        Api::<Pod>::all(client.clone()),
+        run_objects,
+        Some(RUN_LABEL),
+        queue,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let synced = Arc::new(AtomicBool::new(false));
+    let ctx = Context {
+        client: client.clone(),
+        owners: Owners::new(client.clone()),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.to_owned(),
+                instance: Some(options.lease.identity.clone()),
+            },
+        ),
+        pods,
+        runs,
+        jobs,
+        job_pods,
+        metrics: metrics.clone(),
+        max_attempts: options.max_attempts,
+        job_deadline_seconds: options.job_deadline_seconds,
+    };
+    let admin_state = AdminState {
+        metrics: metrics.clone(),
+        synced: synced.clone(),
+    };
+    let listen = options.admin_listen;
+    let mut admin = tokio::spawn(admin::serve(listen, admin_state));
+    let (leader_tx, mut leader) = watch::channel(false);
+    let mut lease_task = tokio::spawn(lease::keep(client, options.lease.clone(), leader_tx));
+    let stores = (
+        ctx.pods.clone(),
+        ctx.runs.clone(),
+        ctx.jobs.clone(),
+        ctx.job_pods.clone(),
+    );
+    let mut ready = tokio::spawn(async move {
+        let (a, b, c, d) = stores;
+        let _ = tokio::join!(
+            a.wait_until_ready(),
+            b.wait_until_ready(),
+            c.wait_until_ready(),
+            d.wait_until_ready()
+        );
+    });
+    let watches = async {
+        tokio::select! {
+            () = pods_task => "pods",
+            () = runs_task => "migrationruns",
+            () = jobs_task => "jobs",
+            () = job_pods_task => "Job pods",
+        }
+    };
+    let mut watches = std::pin::pin!(watches);
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    let mut pending: BTreeSet<Key> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            Some(key) = keys.recv() => { pending.insert(key); }
+            _ = resync.tick() => {
+                pending.extend(all_keys(&ctx));
+                metrics.pods_waiting.set(pods_waiting(&ctx.pods));
+            }
+            _ = &mut ready, if !synced.load(Ordering::Relaxed) => {
+                synced.store(true, Ordering::Relaxed);
+                tracing::info!("caches synced");
+            }
+            _ = leader.changed() => {}
+            which = &mut watches => return Err(ControllerError::WatchEnded(which)),
+            result = &mut admin => return Err(match result {
+                Ok(Err(e)) => ControllerError::Admin(listen, e),
+                _ => ControllerError::WatchEnded("admin server"),
+            }),
+            result = &mut lease_task => return Err(match result {
+                Ok(e) => ControllerError::Lease(e),
+                Err(_) => ControllerError::WatchEnded("leader election"),
+            }),
+        }
+        while let Ok(key) = keys.try_recv() {
+            pending.insert(key);
+        }
+        let leading = *leader.borrow();
+        metrics.leader.set(i64::from(leading));
+        if !leading || !synced.load(Ordering::Relaxed) {
+            continue;
+        }
+        for key in std::mem::take(&mut pending) {
+            if let Err(e) = reconcile(&ctx, &key).await {
+                // Retried at the next event or resync.
+                tracing::warn!(namespace = %key.0, run = %key.1, error = %crate::error_chain(&e), "reconcile");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_note_keeps_its_end_on_a_char_boundary() {
+        assert_eq!(tail("abc", 10), "abc");
+        assert_eq!(tail("abcdef", 3), "def");
+        assert_eq!(tail("aé", 1), "");
+    }
+}
