@@ -54,7 +54,11 @@ fn block<'a>(readme: &'a str, marker: &str) -> &'a str {
 #[test]
 fn readme_flag_tables_are_the_generated_ones() {
     let readme = read(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
-    for (command, marker) in [("serve", "flags"), ("check", "check-flags")] {
+    for (command, marker) in [
+        ("serve", "flags"),
+        ("check", "check-flags"),
+        ("controller", "controller-flags"),
+    ] {
         let generated = docs(&["flags", command]);
         assert!(
             block(&readme, marker) == generated,
@@ -273,4 +277,17 @@ fn the_check_interval_keeps_its_old_flag_and_env_var() {
             "{args:?} {envs:?}: {err}"
         );
     }
+}
+
+/// The chart ships the CRD `docs crd` generates from the Rust type, byte for byte.
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let shipped = read(format!("{CHART}/files/crd-migrationruns.yaml"));
+    let generated = docs(&["crd"]);
+    assert!(
+        shipped == generated,
+        "charts/migration-injector/files/crd-migrationruns.yaml differs from `docs crd`: \
+         regenerate it with `cargo run --quiet -- docs crd > \
+         charts/migration-injector/files/crd-migrationruns.yaml`"
+    );
 }

@@ -14,6 +14,8 @@ use super::Cli;
 pub enum DocsCommand {
     /// Print a subcommand's flags: the README's table between its markers, or JSON.
     Flags(FlagsArgs),
+    /// Print the MigrationRun CRD manifest (the chart's files/crd-migrationruns.yaml).
+    Crd,
     /// Rewrite every generated flag table of a README in place.
     UpdateReadme {
         #[arg(default_value = "README.md")]
@@ -34,6 +36,7 @@ pub struct FlagsArgs {
 pub enum Documented {
     Serve,
     Check,
+    Controller,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,12 +46,13 @@ pub enum Format {
 }
 
 impl Documented {
-    const ALL: [Documented; 2] = [Documented::Serve, Documented::Check];
+    const ALL: [Documented; 3] = [Documented::Serve, Documented::Check, Documented::Controller];
 
     fn name(self) -> &'static str {
         match self {
             Documented::Serve => "serve",
             Documented::Check => "check",
+            Documented::Controller => "controller",
         }
     }
 
@@ -57,6 +61,16 @@ impl Documented {
         match self {
             Documented::Serve => "flags",
             Documented::Check => "check-flags",
+            Documented::Controller => "controller-flags",
+        }
+    }
+
+    /// How the chart sets this subcommand's env vars (`check` is not run by the chart).
+    fn chart(self) -> Option<&'static [(&'static str, Chart)]> {
+        match self {
+            Documented::Serve => Some(CHART),
+            Documented::Check => None,
+            Documented::Controller => Some(CONTROLLER_CHART),
         }
     }
 }
@@ -120,8 +134,25 @@ const CHART: &[(&str, Chart)] = &[
     ("MIGRATION_INJECTOR_ALLOWED_IMAGE_PREFIXES", Chart::Value("config.allowedImagePrefixes")),
 ];
 
-fn chart(env: &str) -> Option<Chart> {
-    CHART.iter().find(|(e, _)| *e == env).map(|(_, c)| *c)
+/// Every `controller` env var and how the chart's controller Deployment sets it.
+#[rustfmt::skip]
+const CONTROLLER_CHART: &[(&str, Chart)] = &[
+    ("MIGRATION_INJECTOR_NAMESPACE", Chart::Derived("the pod's namespace")),
+    ("MIGRATION_INJECTOR_POD_NAME", Chart::Derived("the pod's name")),
+    ("MIGRATION_INJECTOR_LEASE_NAME", Chart::Value("controller.leaseName")),
+    ("MIGRATION_INJECTOR_ADMIN_LISTEN", Chart::Derived("the chart's admin port")),
+    ("MIGRATION_INJECTOR_MAX_ATTEMPTS", Chart::Value("controller.maxAttempts")),
+    ("MIGRATION_INJECTOR_JOB_DEADLINE_SECONDS", Chart::Value("controller.jobDeadlineSeconds")),
+    ("MIGRATION_INJECTOR_LOG_FORMAT", Chart::Value("config.logFormat")),
+    ("MIGRATION_INJECTOR_LOG_LEVEL", Chart::Value("config.logLevel")),
+];
+
+fn chart(documented: Documented, env: &str) -> Option<Chart> {
+    documented
+        .chart()?
+        .iter()
+        .find(|(e, _)| *e == env)
+        .map(|(_, c)| *c)
 }
 
 pub fn docs(command: DocsCommand) -> Result<()> {
@@ -132,6 +163,10 @@ pub fn docs(command: DocsCommand) -> Result<()> {
                 Format::Json => format!("{:#}\n", json_list(args.command)?),
             };
             print!("{text}");
+            Ok(())
+        }
+        DocsCommand::Crd => {
+            print!("{}", migration_injector::controller::crd::crd_yaml()?);
             Ok(())
         }
         DocsCommand::UpdateReadme { path } => {
@@ -215,8 +250,8 @@ fn cell(text: &str) -> String {
 }
 
 fn markdown(documented: Documented) -> Result<String> {
-    let serve = documented == Documented::Serve;
-    let mut out = String::from(if serve {
+    let with_chart = documented.chart().is_some();
+    let mut out = String::from(if with_chart {
         "| Flag | Env | Default | Chart | Meaning |\n|---|---|---|---|---|\n"
     } else {
         "| Flag | Env | Default | Meaning |\n|---|---|---|---|\n"
@@ -228,12 +263,14 @@ fn markdown(documented: Documented) -> Result<String> {
             env(&arg).map(|e| code(&e)).unwrap_or_default(),
             default(&arg).map(|d| code(&d)).unwrap_or_default(),
         ];
-        if serve {
-            row.push(match env(&arg).as_deref().and_then(chart) {
-                Some(Chart::Value(path)) => code(path),
-                Some(Chart::Derived(how)) => how.to_owned(),
-                None => String::new(),
-            });
+        if with_chart {
+            row.push(
+                match env(&arg).as_deref().and_then(|e| chart(documented, e)) {
+                    Some(Chart::Value(path)) => code(path),
+                    Some(Chart::Derived(how)) => how.to_owned(),
+                    None => String::new(),
+                },
+            );
         }
         row.push(help(&arg));
         let row: Vec<_> = row.iter().map(|c| cell(c)).collect();
@@ -247,7 +284,7 @@ fn json_list(documented: Documented) -> Result<Value> {
     let list = flags(documented)?
         .iter()
         .map(|arg| {
-            let chart = env(arg).as_deref().and_then(chart);
+            let chart = env(arg).as_deref().and_then(|e| chart(documented, e));
             json!({
                 "flag": flag_names(arg).last(),
                 "aliases": arg.get_all_aliases().unwrap_or_default(),
@@ -284,14 +321,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_chart_entry_names_a_serve_env_var() {
-        let envs: Vec<_> = flags(Documented::Serve)
-            .unwrap()
-            .iter()
-            .filter_map(env)
-            .collect();
-        for (env, _) in CHART {
-            assert!(envs.iter().any(|e| e == env), "stale CHART entry {env}");
+    fn every_chart_entry_names_an_env_var_of_its_subcommand() {
+        for documented in Documented::ALL {
+            let envs: Vec<_> = flags(documented).unwrap().iter().filter_map(env).collect();
+            for (env, _) in documented.chart().unwrap_or_default() {
+                assert!(
+                    envs.iter().any(|e| e == env),
+                    "stale chart entry {env} of {}",
+                    documented.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_controller_env_var_has_a_chart_entry() {
+        for arg in flags(Documented::Controller).unwrap() {
+            let env = env(&arg).unwrap_or_else(|| panic!("{:?} has no env var", arg.get_id()));
+            assert!(chart(Documented::Controller, &env).is_some(), "{env}");
         }
     }
 

@@ -1,10 +1,11 @@
 //! The binary's edge: the clap types and the subcommands (`serve`, `inject` on files, `certs`,
-//! `check`, the hidden `docs`), wiring flags to the library, with anyhow errors. Every flag the
-//! Helm chart sets has an env-var fallback.
+//! `check`, `controller`, the hidden `docs`), wiring flags to the library, with anyhow errors.
+//! Every flag the Helm chart sets has an env-var fallback.
 
 mod certs;
 mod check;
 mod check_interval;
+mod controller;
 mod docs;
 mod inject;
 mod injection_args;
@@ -42,6 +43,8 @@ pub enum Command {
     Certs(CertsCommand),
     /// Diagnose why a workload is or is not injected, against the cluster of your kubeconfig.
     Check(Box<check::CheckArgs>),
+    /// Run the run-once mode's controller: one migration Job per MigrationRun, leader-elected.
+    Controller(Box<controller::ControllerArgs>),
     /// Documentation generated from the flags' definitions (the README's flag tables).
     #[command(subcommand, hide = true)]
     Docs(docs::DocsCommand),
@@ -54,6 +57,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Inject(args) => inject::inject(*args),
         Command::Certs(cmd) => certs::certs(cmd),
         Command::Check(args) => check::check(*args),
+        Command::Controller(args) => controller::controller(*args),
         Command::Docs(cmd) => docs::docs(cmd),
     }
 }

@@ -21,6 +21,8 @@ pub const RUN_ENV: &str = "MIGRATION_INJECTOR_RUN";
 /// The waiter's env var holding the fingerprint.
 pub const FINGERPRINT_ENV: &str = "MIGRATION_INJECTOR_FINGERPRINT";
 
+// The printcolumns' `type_ = ...` repeat by design; clippy reads them as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "migrations.io",
@@ -59,8 +61,10 @@ pub struct MigrationRunSpec {
     pub container: Map<String, Value>,
     /// Its Secret volume, if it reads one.
     #[schemars(schema_with = "nullable_object")]
+    #[serde(default)]
     pub volume: Option<Map<String, Value>>,
-    /// The pod-level settings copied from the first waiting pod (see `job::POD_SETTINGS`).
+    /// The pod-level settings copied from the first waiting pod (service account, pull secrets,
+    /// placement, security context, DNS), applied to the Jobs' pods.
     #[schemars(schema_with = "object")]
     #[serde(default)]
     pub pod: Map<String, Value>,
