@@ -11,6 +11,8 @@
 //!        ▼                    self-managed)       │
 //!   mutate/ ◀─────────────────────────────────────┘
 //!                    (pure core: annotations → resolve → plan → patch; no I/O)
+//!
+//!   controller/   (`controller`: run-once mode's MigrationRuns, their Jobs, leader election)
 //! ```
 //!
 //! Dependencies point down only: [`mutate`] knows nothing of HTTP or TLS; [`tls`] knows nothing

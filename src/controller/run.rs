@@ -533,6 +533,180 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_mock;
+    use crate::controller::crd::{FINGERPRINT_ENV, RUN_ENV};
+    use http::Method;
+    use serde_json::Value;
+
+    const FP: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn store_of<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, mut writer) = reflector::store();
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        store
+    }
+
+    fn context(client: Client, pods: Vec<Pod>, runs: Vec<MigrationRun>) -> Context {
+        Context {
+            owners: Owners::new(client.clone()),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: REPORTER.into(),
+                    instance: None,
+                },
+            ),
+            client,
+            pods: store_of(pods),
+            runs: store_of(runs),
+            jobs: store_of(vec![]),
+            job_pods: store_of(vec![]),
+            metrics: Arc::default(),
+            max_attempts: 5,
+            job_deadline_seconds: 600,
+        }
+    }
+
+    fn waiting_pod() -> Pod {
+        let carried = json!({"container": {"name": "migrate", "image": "atlas:1"}, "volume": null});
+        serde_json::from_value(json!({
+            "metadata": {"name": "api-5d-x", "namespace": "shop", "uid": "pod-uid",
+                "labels": {FINGERPRINT_LABEL: FP},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "api-5d", "uid": "rs-uid", "controller": true}]},
+            "spec": {"serviceAccountName": "api", "nodeName": "n1",
+                "initContainers": [{"name": "migrate", "image": "mi", "args": ["wait"], "env": [
+                    {"name": FINGERPRINT_ENV, "value": FP},
+                    {"name": RUN_ENV, "value": carried.to_string()}]}],
+                "containers": [{"name": "app", "image": "app"}]},
+            "status": {"phase": "Pending"},
+        }))
+        .unwrap()
+    }
+
+    /// One pass with a waiting pod and no run: the owner is resolved, the run created with the
+    /// pod's migration, settings and workload, and the pod marked Pending.
+    #[tokio::test]
+    async fn waiting_pods_without_a_run_create_it() {
+        let (client, mut api) = api_mock::pair();
+        let ctx = context(client, vec![waiting_pod()], vec![]);
+        let task = tokio::spawn(async move {
+            reconcile(&ctx, &("shop".into(), FP.into()))
+                .await
+                .map_err(|e| e.to_string())
+        });
+        api.expect(
+            Method::GET,
+            "/apis/apps/v1/namespaces/shop/replicasets/api-5d",
+        )
+        .await
+        .json(
+            200,
+            &json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": "api-5d", "namespace": "shop", "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api",
+                     "uid": "deploy-uid", "controller": true}]}}),
+        );
+        let create = api
+            .expect(
+                Method::POST,
+                "/apis/migrations.io/v1alpha1/namespaces/shop/migrationruns",
+            )
+            .await;
+        let mut body = create.body.clone();
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "migrations.io/v1alpha1",
+                "kind": "MigrationRun",
+                "metadata": {"name": FP, "namespace": "shop", "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api",
+                     "uid": "deploy-uid"}]},
+                "spec": {
+                    "fingerprint": FP,
+                    "image": "atlas:1",
+                    "container": {"name": "migrate", "image": "atlas:1"},
+                    "volume": null,
+                    "pod": {"serviceAccountName": "api"},
+                    "workloads": ["Deployment/api"],
+                },
+            })
+        );
+        body["metadata"]["uid"] = json!("run-uid");
+        create.json(201, &body);
+        let annotate = api
+            .expect(Method::PATCH, "/api/v1/namespaces/shop/pods/api-5d-x")
+            .await;
+        assert_eq!(annotate.content_type, "application/merge-patch+json");
+        assert_eq!(
+            annotate.body["metadata"]["annotations"],
+            json!({PHASE_ANNOTATION: "Pending", MESSAGE_ANNOTATION: format!("waiting for MigrationRun {FP}")})
+        );
+        annotate.json(200, &serde_json::to_value(waiting_pod()).unwrap());
+        api_mock::finish(task).await.unwrap();
+    }
+
+    /// A stored run with no status: attempt 1's Job is created, then the status (with the read
+    /// resourceVersion), the Event on the workload, the pod's annotation.
+    #[tokio::test]
+    async fn a_new_run_creates_its_first_job_then_its_status() {
+        let (client, mut api) = api_mock::pair();
+        let mut run: MigrationRun = serde_json::from_value(json!({
+            "apiVersion": "migrations.io/v1alpha1", "kind": "MigrationRun",
+            "metadata": {"name": FP, "namespace": "shop", "uid": "run-uid", "resourceVersion": "3",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api",
+                    "uid": "deploy-uid"}]},
+            "spec": {"fingerprint": FP, "image": "atlas:1",
+                "container": {"name": "migrate", "image": "atlas:1"}, "volume": null,
+                "pod": {}, "workloads": ["Deployment/api"]},
+        }))
+        .unwrap();
+        run.status = None;
+        let ctx = context(client, vec![], vec![run.clone()]);
+        let metrics = ctx.metrics.clone();
+        let task = tokio::spawn(async move {
+            reconcile(&ctx, &("shop".into(), FP.into()))
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let job = api
+            .expect(Method::POST, "/apis/batch/v1/namespaces/shop/jobs")
+            .await;
+        assert_eq!(job.body["metadata"]["name"], "migrate-0123456789abcdef-1");
+        let body = job.body.clone();
+        job.json(201, &body);
+        let status = api
+            .expect(
+                Method::PATCH,
+                &format!("/apis/migrations.io/v1alpha1/namespaces/shop/migrationruns/{FP}/status"),
+            )
+            .await;
+        assert_eq!(status.body["metadata"]["resourceVersion"], "3");
+        assert_eq!(status.body["status"]["phase"], "Running");
+        assert_eq!(status.body["status"]["attempts"], 1);
+        assert_eq!(status.body["status"]["nextAttemptAt"], Value::Null);
+        let mut updated = serde_json::to_value(&run).unwrap();
+        updated["status"] = status.body["status"].clone();
+        status.json(200, &updated);
+        let event = api
+            .expect(
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/shop/events",
+            )
+            .await;
+        assert_eq!(event.body["reason"], "MigrationStarted");
+        assert_eq!(event.body["regarding"]["name"], "api");
+        let body = event.body.clone();
+        event.json(201, &body);
+        api_mock::finish(task).await.unwrap();
+        assert_eq!(metrics.runs_started.get(), 1);
+    }
 
     #[test]
     fn a_long_note_keeps_its_end_on_a_char_boundary() {
