@@ -339,11 +339,14 @@ fn new_owners(run: &RunFacts, pods: &[PodFacts]) -> Option<(Vec<OwnerReference>,
 
 fn annotate(decision: &mut Decision, pods: &[PodFacts], phase: Phase, message: &str) {
     for pod in pods {
-        if pod.phase.as_deref() != Some(phase.as_str()) || pod.message.as_deref() != Some(message) {
-            decision
-                .annotate
-                .push((pod.name.clone(), phase, message.to_owned()));
+        let same_phase = pod.phase.as_deref() == Some(phase.as_str());
+        // A pod the pods webhook admitted as Succeeded has no waiter left to read a message.
+        if same_phase && (phase == Phase::Succeeded || pod.message.as_deref() == Some(message)) {
+            continue;
         }
+        decision
+            .annotate
+            .push((pod.name.clone(), phase, message.to_owned()));
     }
 }
 
@@ -680,6 +683,10 @@ mod tests {
             d.annotate,
             [("a-9".into(), Phase::Succeeded, "done".into())]
         );
+        // Admitted as Succeeded by the pods webhook (no message): left alone.
+        let mut admitted = pod("a-10", "api");
+        admitted.phase = Some("Succeeded".into());
+        assert!(decide_with(Some(&r), &[admitted], &[]).annotate.is_empty());
     }
 
     #[test]

@@ -156,10 +156,17 @@ pub async fn reconcile(ctx: &Context, key: &Key) -> Result<(), ReconcileError> {
             message: annotation(pod.as_ref(), MESSAGE_ANNOTATION),
         });
     }
+    // Only this run's Jobs: a deleted and re-created run must not adopt its predecessor's Job
+    // of the same name while the garbage collector removes it.
+    let run_uid = run.as_ref().and_then(|r| r.uid());
     let jobs: Vec<JobFacts> = ctx
         .jobs
         .state_filter(|j| {
-            j.namespace().as_ref() == Some(namespace) && label(j, RUN_LABEL) == Some(fp)
+            j.namespace().as_ref() == Some(namespace)
+                && label(j, RUN_LABEL) == Some(fp)
+                && j.owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && Some(&o.uid) == run_uid.as_ref())
         })
         .iter()
         .map(|j| JobFacts {
