@@ -9,7 +9,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::Map;
 
 use super::crd::{MigrationRunSpec, MigrationRunStatus, Phase};
-use super::job::{job_name, last_line, Carried, JobState};
+use super::job::{attempt_of, job_name, last_line, Carried, JobState};
 use super::owners::Workload;
 
 /// How long a Job the status names may be missing from the store before it counts as gone:
@@ -94,6 +94,9 @@ pub struct Decision {
     pub create_run: Option<(MigrationRunSpec, Vec<Workload>)>,
     /// Replace the run's ownerReferences and spec.workloads (new workloads joined).
     pub set_owners: Option<(Vec<OwnerReference>, Vec<String>)>,
+    /// Delete these finished Jobs of attempts from before a manual retry (their names are
+    /// about to be used again).
+    pub delete_jobs: Vec<String>,
     /// Create the Job of this attempt.
     pub create_job: Option<u32>,
     /// Write this status (only when it changed).
@@ -203,6 +206,20 @@ fn step(decision: &mut Decision, input: &Input, status: &mut MigrationRunStatus)
         Phase::Succeeded | Phase::Failed => {}
         Phase::Pending => {
             if parse(status.next_attempt_at.as_deref()).is_some_and(|at| input.now < at) {
+                return;
+            }
+            let stale: Vec<String> = input
+                .jobs
+                .iter()
+                .filter(|j| j.state != JobState::Active)
+                .filter(|j| {
+                    attempt_of(input.fingerprint, &j.name).is_some_and(|n| n > status.attempts)
+                })
+                .map(|j| j.name.clone())
+                .collect();
+            if !stale.is_empty() {
+                // Started again once they are gone, so an old failure is not taken for new.
+                decision.delete_jobs = stale;
                 return;
             }
             if status.attempts >= max {
@@ -638,6 +655,31 @@ mod tests {
         assert_eq!((status.phase, status.attempts), (Phase::Running, 1));
         assert_eq!(status.observed_retry.as_deref(), Some("2"));
         assert_eq!(kinds(&d), [EventKind::Retrying, EventKind::Started]);
+    }
+
+    #[test]
+    fn a_retry_deletes_the_old_attempts_jobs_before_starting_again() {
+        let mut r = run(MigrationRunStatus {
+            phase: Phase::Failed,
+            attempts: 2,
+            ..Default::default()
+        });
+        r.retry = Some("again".into());
+        let old = [
+            job(JOB1, JobState::Failed("x".into())),
+            job(JOB2, JobState::Failed("y".into())),
+        ];
+        let d = decide_with(Some(&r), &[], &old);
+        assert_eq!(d.delete_jobs, [JOB1, JOB2]);
+        assert_eq!(d.create_job, None);
+        let status = d.status.clone().unwrap();
+        assert_eq!((status.phase, status.attempts), (Phase::Pending, 0));
+        // Next pass, the Jobs gone: attempt 1.
+        let reset = run(status);
+        assert_eq!(decide_with(Some(&reset), &[], &[]).create_job, Some(1));
+        // An active Job of attempt 1 at attempt 0 (its status write failed) is adopted instead.
+        let adopted = decide_with(Some(&reset), &[], &[job(JOB1, JobState::Active)]);
+        assert_eq!((adopted.delete_jobs.len(), adopted.create_job), (0, None));
     }
 
     #[test]

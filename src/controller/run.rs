@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -239,14 +239,22 @@ async fn apply(
             )))?;
         current = Some(patched);
     }
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), namespace);
+    for name in &decision.delete_jobs {
+        // Background: the Job goes at once (its pods after), freeing the name.
+        match jobs.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {
+                tracing::info!(%namespace, run = %fp, job = %name, "deleted an old attempt's Job")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(api_error(format!("deleting Job {namespace}/{name}"))(e)),
+        }
+    }
     if let Some(attempt) = decision.create_job {
         let run = current.as_ref().ok_or(ReconcileError::NoRun)?;
         let job = job::build(run, attempt, ctx.job_deadline_seconds)?;
         let name = job.name_any();
-        match Api::<Job>::namespaced(ctx.client.clone(), namespace)
-            .create(&post_params(), &job)
-            .await
-        {
+        match jobs.create(&post_params(), &job).await {
             Ok(_) => {
                 ctx.metrics.runs_started.inc();
                 tracing::info!(%namespace, run = %fp, job = %name, attempt, "started migration Job");
