@@ -58,6 +58,10 @@ pub fn build(run: &MigrationRun, attempt: u32, deadline_seconds: i64) -> Result<
     let mut container = run.spec.container.clone();
     // A sidecar's `restartPolicy: Always` is for init containers only.
     container.remove("restartPolicy");
+    // The tool's last log lines become the termination message the status and Event report.
+    container
+        .entry("terminationMessagePolicy")
+        .or_insert_with(|| json!("FallbackToLogsOnError"));
     let mut pod: Map<String, Value> = settings(&run.spec.pod);
     pod.insert("restartPolicy".into(), json!("Never"));
     pod.insert("containers".into(), json!([container]));
@@ -263,6 +267,10 @@ mod tests {
         assert!(pod["nodeName"].is_null(), "only the listed settings: {pod}");
         assert_eq!(pod["containers"][0]["image"], "arigaio/atlas:0.30");
         assert!(pod["containers"][0]["restartPolicy"].is_null());
+        assert_eq!(
+            pod["containers"][0]["terminationMessagePolicy"],
+            "FallbackToLogsOnError"
+        );
         assert_eq!(pod["volumes"][0]["secret"]["secretName"], "db");
     }
 

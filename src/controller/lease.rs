@@ -149,6 +149,8 @@ async fn keep_every(
 ) -> LeaseError {
     let mut renewed: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(every);
+    // After a slow API call, wait a full period rather than renewing in a burst.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let result = try_lead(&client, &config, Timestamp::now()).await;

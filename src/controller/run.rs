@@ -723,6 +723,31 @@ mod tests {
         assert_eq!(metrics.runs_started.get(), 1);
     }
 
+    #[tokio::test]
+    async fn the_resync_queues_every_run_the_stores_know_and_counts_waiting_pods() {
+        let (client, _api) = api_mock::pair();
+        let mut done = waiting_pod();
+        done.metadata.name = Some("done".into());
+        done.metadata.namespace = Some("other".into());
+        done.metadata.annotations =
+            Some([(PHASE_ANNOTATION.to_owned(), "Succeeded".to_owned())].into());
+        let mut finished = waiting_pod();
+        finished.metadata.name = Some("finished".into());
+        finished.status = serde_json::from_value(json!({"phase": "Succeeded"})).unwrap();
+        let run: MigrationRun = serde_json::from_value(json!({
+            "apiVersion": "migrations.io/v1alpha1", "kind": "MigrationRun",
+            "metadata": {"name": "f2", "namespace": "ops"},
+            "spec": {"fingerprint": "f2", "image": "i", "container": {}, "volume": null},
+        }))
+        .unwrap();
+        let ctx = context(client, vec![waiting_pod(), done, finished], vec![run]);
+        let keys: Vec<Key> = all_keys(&ctx).into_iter().collect();
+        let key = |ns: &str, fp: &str| (ns.to_owned(), fp.to_owned());
+        assert_eq!(keys, [key("ops", "f2"), key("other", FP), key("shop", FP)]);
+        // Only the first still waits: one is admitted Succeeded, one has finished.
+        assert_eq!(pods_waiting(&ctx.pods), 1);
+    }
+
     #[test]
     fn a_long_note_keeps_its_end_on_a_char_boundary() {
         assert_eq!(tail("abc", 10), "abc");
