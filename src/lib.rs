@@ -29,6 +29,7 @@ pub mod check;
 pub mod mutate;
 pub mod readiness;
 pub mod tls;
+pub mod waiter;
 pub mod webhook;
 
 /// An error and its causes on one line (`a: b: c`), for messages that travel as text (an

@@ -13,6 +13,7 @@ mod log_args;
 mod serve;
 mod server_args;
 mod tls_args;
+mod wait;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,9 @@ pub enum Command {
     Certs(CertsCommand),
     /// Diagnose why a workload is or is not injected, against the cluster of your kubeconfig.
     Check(Box<check::CheckArgs>),
+    /// Wait until the migration of this pod's revision succeeded (the init container of
+    /// run-once mode; not for interactive use).
+    Wait(Box<wait::WaitArgs>),
     /// Documentation generated from the flags' definitions (the README's flag tables).
     #[command(subcommand, hide = true)]
     Docs(docs::DocsCommand),
@@ -55,5 +59,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Certs(cmd) => certs::certs(cmd),
         Command::Check(args) => check::check(*args),
         Command::Docs(cmd) => docs::docs(cmd),
+        Command::Wait(args) => wait::wait(*args),
     }
 }
