@@ -32,6 +32,14 @@ pub const ENV_RUN: &str = "MIGRATION_INJECTOR_RUN";
 /// Hex characters of the fingerprint: 160 bits, and short enough for a label value (63).
 const FINGERPRINT_LEN: usize = 40;
 
+/// The MigrationRun resource the controller keeps per fingerprint (its CRD is the controller's).
+pub fn migration_run_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("migrations.io", "v1alpha1", "MigrationRun"),
+        "migrationruns",
+    )
+}
+
 /// The fingerprint of a migration: what decides what it does (image, command, args, env, and
 /// the Secret it reads its config from). Resources, hardening and the container's name are left
 /// out: changing them does not change the migration. The namespace is not hashed either: runs

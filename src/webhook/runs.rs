@@ -4,22 +4,16 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
+use crate::mutate::once::migration_run_resource;
+
 /// Whether the migration run of a fingerprint has succeeded in a namespace.
 pub trait RunLookup: Send + Sync {
     fn succeeded(&self, namespace: &str, fingerprint: &str) -> bool;
-}
-
-/// The MigrationRun resource, as the controller defines it.
-pub fn migration_run_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("migrations.io", "v1alpha1", "MigrationRun"),
-        "migrationruns",
-    )
 }
 
 /// MigrationRuns of every namespace, kept current by a watch.
