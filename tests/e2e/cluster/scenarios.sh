@@ -115,7 +115,7 @@ e2e_scenarios() {
   [[ -n "${a[node_dir]}" && -n "${a[containerd_socket]}" ]] && faults=1
   # Faults under load (node only): what fails, for how long; what the webhook costs.
   if ((faults)); then
-    run_fault_scenarios "$rel" "${a[containerd_socket]}" "${a[webhook_image]}" "${a[webhook_replicas]:-1}" "${load[@]}"
+    run_fault_scenarios "$rel" "${a[containerd_socket]}" "${a[webhook_image]}" "${a[webhook_replicas]:-1}" "${a[node_dir]}" "${load[@]}"
   fi
   # The webhook's own upgrade while it is down, then its TLS modes, each under load.
   assert_own_upgrade_while_down "$rel" "$chart" "${load[@]}"
