@@ -64,8 +64,13 @@ pub fn to_patch(kind: WorkloadKind, edits: Vec<Edit>) -> Patch {
             }),
             Edit::Remove { list, index } => remove(list_path(list, Some(index))),
             Edit::RemoveList { list } => remove(list_path(list, None)),
-            Edit::CreateMetadataWithRecord(v) => {
+            Edit::CreateMetadataWithRecord(v, fingerprint) => {
                 let mut meta = Map::new();
+                if let Some(fp) = fingerprint {
+                    let mut labels = Map::new();
+                    labels.insert(Key::Fingerprint.name().to_owned(), Value::String(fp));
+                    meta.insert("labels".into(), Value::Object(labels));
+                }
                 meta.insert("annotations".into(), record_map(v));
                 add(path(kind, &["metadata"], None), Value::Object(meta))
             }

@@ -78,8 +78,9 @@ pub enum Edit {
     RemoveList {
         list: List,
     },
-    /// Template `metadata` is absent: create it with only the record annotation.
-    CreateMetadataWithRecord(String),
+    /// Template `metadata` is absent: create it with only the record annotation (and, in
+    /// run-once mode, the fingerprint label), in one edit.
+    CreateMetadataWithRecord(String, Option<String>),
     /// `metadata.annotations` is absent: create it with only the record annotation.
     CreateAnnotationsWithRecord(String),
     SetRecord(String),
@@ -558,8 +559,8 @@ fn plan_fingerprint(
     let current = labels.and_then(|l| l.get(Key::Fingerprint));
     match wanted {
         Some(fp) if current == Some(fp.as_str()) => {}
-        // No metadata at all: the record edit above created it (a wanted label means a change
-        // of record), so only the labels map is missing.
+        // No metadata at all: the record's edit created it with the label.
+        Some(_) if !template.has_metadata => {}
         Some(fp) if labels.is_none() => plan.edits.push(Edit::CreateLabelsWithFingerprint(fp)),
         Some(fp) => plan.edits.push(Edit::SetFingerprint(fp)),
         None if recorded.is_some() && current.is_some() => {
@@ -596,7 +597,7 @@ fn plan_record(
     }
     let value = owned.encode();
     plan.edits.push(if !template.has_metadata {
-        Edit::CreateMetadataWithRecord(value)
+        Edit::CreateMetadataWithRecord(value, owned.fingerprint.clone())
     } else if template.annotations.is_none() {
         Edit::CreateAnnotationsWithRecord(value)
     } else {
