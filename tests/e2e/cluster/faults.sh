@@ -146,6 +146,60 @@ fault_sigkill_container() {
   checkpoint "SIGKILL of one webhook container"
 }
 
+# fault_oom_container REL SOCK LOAD: one webhook container killed by the kernel for exceeding its
+# memory limit, under load: its memory cgroup's limit is lowered to what it uses now plus 2 MiB,
+# then large AdmissionReviews (5 MiB each, within --max-body-bytes and the memory budget) are sent
+# straight to its pod: the kernel OOM-kills it, kubelet restarts it (the pod's status says
+# OOMKilled), and failures are limited as for SIGKILL.
+fault_oom_container() {
+  local rel=$1 sock=$2 wns=${1%%/*}
+  shift 2
+  step "Fault: one webhook container killed for exceeding its memory limit (OOM) under load"
+  ((E2E_DRY_RUN)) && { show echo '<usage + 2 MiB>' '>' '<its memory cgroup>/memory.limit_in_bytes'; return 0; }
+  local pod pid restarts at ready memcg usage ip port big reason
+  pod="$(webhook_pods "$rel" running)"
+  pod="${pod%% *}" pod="${pod#pod/}"
+  restarts="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.containerStatuses[0].restartCount}')"
+  ip="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.podIP}')"
+  port="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.spec.containers[0].ports[?(@.name=="webhook")].containerPort}')"
+  pid="$(container_pid "$sock" "$wns" "$pod")"
+  [[ -n "$pid" ]] || die "no containerd task for pod $pod"
+  memcg="/sys/fs/cgroup/memory$(awk -F: '$2 ~ /(^|,)memory(,|$)/ { print $3 }' "/proc/$pid/cgroup")"
+  [[ -f "$memcg/memory.limit_in_bytes" ]] || die "no memory cgroup for pid $pid ($memcg)"
+  big="$(mktemp)"
+  python3 - "$big" <<'PY'
+import json, sys
+value = "x" * (5 * 1024 * 1024)
+review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "oom", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+    "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+    "namespace": "oom", "operation": "CREATE", "object": {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "big", "annotations": {"big": value}},
+        "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c", "image": "c"}]}}}}}}
+open(sys.argv[1], "w").write(json.dumps(review))
+PY
+  admission_loop_start oom "$@"
+  sleep 3
+  usage="$(cat "$memcg/memory.usage_in_bytes")"
+  info "  pod $pod: container pid $pid, $(memory_of "$pid"), cgroup usage $((usage / 1048576)) MiB; limit lowered to usage + 2 MiB"
+  at="$(since "$ADMISSION_T0")"
+  echo $((usage + 2 * 1048576)) >"$memcg/memory.limit_in_bytes" || die "lowering the memory limit of $memcg"
+  for _ in 1 2 3 4 5 6 7 8; do
+    "${E2E_NET[@]}" curl -sk -m 10 -o /dev/null -H 'content-type: application/json'       --data-binary "@$big" "https://$ip:$port/mutate" &
+  done
+  wait_ready_again "$wns" "$pod" "$restarts" ready
+  wait 2>/dev/null || true
+  rm -f "$big"
+  sleep 3
+  admission_loop_end "OOM kill of a webhook container"
+  reason="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.containerStatuses[0].lastState.terminated.reason}')"
+  fault_report "OOM kill of one webhook container" "$at" "last state $reason; the pod Ready again ${ready} s after the limit was lowered"
+  expect "the container's last state" "OOMKilled" printf '%s' "$reason"
+  assert_fault_bounded "OOM kill of one webhook container" "$FAULT_WINDOW_BOUND"
+  checkpoint "OOM kill of one webhook container"
+}
+
 # fault_delete_all_pods REL REPLICAS LOAD: every webhook pod deleted at once (--wait=false) under
 # load: admissions fail until a new pod is Ready; how long, and never without the init container.
 fault_delete_all_pods() {
@@ -430,6 +484,8 @@ run_fault_scenarios() {
   e2e_mark "faults: resource figures"
   fault_sigkill_container "$rel" "$sock" "$@"
   e2e_mark "faults: SIGKILL of a webhook container"
+  fault_oom_container "$rel" "$sock" "$@"
+  e2e_mark "faults: OOM kill of a webhook container"
   fault_delete_all_pods "$rel" "$replicas" "$@"
   e2e_mark "faults: every webhook pod deleted"
   fault_restart_component "$rel" "$node_dir" containerd "$@"
