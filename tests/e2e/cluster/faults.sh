@@ -185,11 +185,15 @@ PY
   info "  pod $pod: container pid $pid, $(memory_of "$pid"), cgroup usage $((usage / 1048576)) MiB; limit lowered to usage + 2 MiB"
   at="$(since "$ADMISSION_T0")"
   echo $((usage + 2 * 1048576)) >"$memcg/memory.limit_in_bytes" || die "lowering the memory limit of $memcg"
+  local senders=()
   for _ in 1 2 3 4 5 6 7 8; do
-    "${E2E_NET[@]}" curl -sk -m 10 -o /dev/null -H 'content-type: application/json'       --data-binary "@$big" "https://$ip:$port/mutate" &
+    "${E2E_NET[@]}" curl -sk -m 10 -o /dev/null -H 'content-type: application/json' \
+      --data-binary "@$big" "https://$ip:$port/mutate" &
+    senders+=($!)
   done
   wait_ready_again "$wns" "$pod" "$restarts" ready
-  wait 2>/dev/null || true
+  # Only the senders (the load generator runs in the background too).
+  wait "${senders[@]}" 2>/dev/null || true
   rm -f "$big"
   sleep 3
   admission_loop_end "OOM kill of a webhook container"
