@@ -53,10 +53,12 @@ source "$_cluster_dir/faults.sh"
 #                    under load (cluster/faults.sh: SIGKILL of a webhook container, every pod
 #                    deleted, a rollout restart under load, resource figures, kube-apiserver
 #                    restarted) ["": skipped]
+#   cert_manager     1: cert-manager runs in the cluster (kind): the switches into and out of
+#                    tls.mode=certManager under load (cluster/tls.sh) [0]
 e2e_scenarios() {
   local -A a=([app_labels]=migrations.io/injection=enabled [broken_image]="" [pull_policy]=""
     [postgres_image]="" [app_image]="" [db_host]=dns [chart]="" [webhook_replicas]=""
-    [expect_security_context]=1 [skip_rerun]=0 [containerd_socket]="" [registry]="" [host_network]=0 [node_dir]="")
+    [expect_security_context]=1 [skip_rerun]=0 [containerd_socket]="" [registry]="" [host_network]=0 [node_dir]="" [cert_manager]=0)
   while (($#)) && [[ "$1" != -- ]]; do
     [[ "$1" == *=* && -v "a[${1%%=*}]" || "${1%%=*}" =~ ^(app_ns|tool|image|release|webhook_image)$ ]] ||
       die "e2e_scenarios: unknown argument $1"
@@ -133,6 +135,10 @@ e2e_scenarios() {
   fi
   assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" helm "" "$@"
   e2e_mark "selfManaged -> helm under load"
+  if [[ "${a[cert_manager]}" == 1 ]]; then
+    run_cert_manager_scenario "$rel" "$chart" "${load[@]}" "$@"
+    e2e_mark "helm <-> certManager under load"
+  fi
   if [[ "${a[host_network]}" == 1 ]]; then
     assert_host_network "$rel" "$chart" "${load[@]}"
     e2e_mark "deployment.hostNetwork"
