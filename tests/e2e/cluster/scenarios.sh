@@ -26,6 +26,8 @@ source "$_cluster_dir/tls.sh"
 source "$_cluster_dir/chart.sh"
 # shellcheck source=faults.sh
 source "$_cluster_dir/faults.sh"
+# shellcheck source=run_once.sh
+source "$_cluster_dir/run_once.sh"
 
 # e2e_scenarios KEY=VALUE... [-- HELM_ARGS...]: every scenario, in order. HELM_ARGS (the image
 # values for this cluster) go to every helm upgrade that changes the TLS mode. Keys (the ones
@@ -143,5 +145,9 @@ e2e_scenarios() {
     assert_host_network "$rel" "$chart" "${load[@]}"
     e2e_mark "deployment.hostNetwork"
   fi
+  # Run-once mode (issue 18): last, as it adds the controller (put back to off at its end).
+  run_once_scenario "$rel" "$chart" "$ns-once" "$template" "$image" "${a[broken_image]}" "$tool" \
+    "$db_host" "$ns" "${a[containerd_socket]}" -- "$@"
+  e2e_mark "run-once mode (controller, MigrationRuns)"
   ((E2E_DRY_RUN)) || rm -f "$template"
 }
