@@ -32,6 +32,7 @@ pub mod controller;
 pub mod mutate;
 pub mod readiness;
 pub mod tls;
+pub mod waiter;
 pub mod webhook;
 
 /// An error and its causes on one line (`a: b: c`), for messages that travel as text (an

@@ -83,6 +83,14 @@ fn strip(object: &mut Value) {
     if metadata["annotations"] == json!({}) {
         metadata.remove("annotations");
     }
+    // Run-once mode's label.
+    if let Some(fp) = record["fingerprint"].as_str() {
+        let labels = metadata["labels"].as_object_mut().unwrap();
+        assert_eq!(labels.remove("migrations.io/fingerprint"), Some(json!(fp)));
+        if labels.is_empty() {
+            metadata.remove("labels");
+        }
+    }
     if metadata.is_empty() {
         template.as_object_mut().unwrap().remove("metadata");
     }
@@ -101,15 +109,33 @@ fn normalise(mut docs: Vec<Value>) -> Vec<Value> {
 }
 
 fn injected(name: &str, input: &str) -> String {
-    let out = inject_str(input, &InjectorConfig::default())
+    injected_with(name, input, &InjectorConfig::default())
+}
+
+fn injected_with(name: &str, input: &str, config: &InjectorConfig) -> String {
+    let out = inject_str(input, config)
         .unwrap_or_else(|e| panic!("{name}: {}", migration_injector::error_chain(&e)));
     out.text
 }
 
 #[test]
 fn fixtures_change_only_what_is_injected() {
+    fixtures_change_only_what_is_injected_with(&InjectorConfig::default());
+}
+
+/// Run-once mode adds a label and a longer init container: the same properties hold.
+#[test]
+fn fixtures_in_run_once_mode_change_only_what_is_injected() {
+    fixtures_change_only_what_is_injected_with(&InjectorConfig {
+        run_mode: migration_injector::mutate::config::RunMode::Once,
+        waiter_image: Some("ghcr.io/org/migration-injector:1.0.0".into()),
+        ..InjectorConfig::default()
+    });
+}
+
+fn fixtures_change_only_what_is_injected_with(config: &InjectorConfig) {
     for (name, input) in fixtures() {
-        let output = injected(&name, &input);
+        let output = injected_with(&name, &input, config);
         let before = read_str(&input).unwrap();
         let after = read_str(&output).unwrap();
         // Every annotated workload was mutated...
@@ -117,7 +143,11 @@ fn fixtures_change_only_what_is_injected() {
         // (a) ...and taking the injected items out gives back the input, as kubectl reads both.
         assert_eq!(normalise(after), normalise(before), "{name}");
         // (b) A second pass changes nothing, byte for byte.
-        assert_eq!(injected(&name, &output), output, "{name}: not idempotent");
+        assert_eq!(
+            injected_with(&name, &output, config),
+            output,
+            "{name}: not idempotent"
+        );
         // (c) The line diff only adds lines, except where a flow collection (`[...]`, `{...}`)
         // that gained an item is rewritten in place, or the document is written anew.
         if WRITTEN_ANEW.contains(&name.as_str()) {

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Map, Value};
 
@@ -15,6 +15,7 @@ use crate::error_chain;
 use crate::mutate::annotations::{Key, Layered, MigrationAnnotations};
 use crate::mutate::config::defaults;
 use crate::mutate::denial::Denial;
+use crate::mutate::once::migration_run_resource;
 use crate::mutate::plan::Record;
 use crate::mutate::workload::{WorkloadKind, WorkloadView};
 use crate::mutate::{mutate, InjectorConfig, MutationError};
@@ -573,5 +574,92 @@ pub fn live_injection(namespace: &str, target: &Target) -> Option<LiveCheck> {
         name: target.name().to_owned(),
         namespace: namespace.to_owned(),
         injected: carries_record(target.kind, &target.object),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Run-once mode: the migration run of the live revision, and the pods waiting for it.
+
+/// What the MigrationRun of the live revision says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// No run yet: the controller has not seen a waiting pod, or is not running, or (the API
+    /// answers both with a 404) the MigrationRun CRD is not installed.
+    Missing,
+    Found {
+        phase: String,
+        attempts: i64,
+        message: String,
+        finished: Option<String>,
+    },
+    /// It could not be read (typically RBAC): the API error.
+    Unreadable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunCheck {
+    pub namespace: String,
+    pub fingerprint: String,
+    pub outcome: RunOutcome,
+    /// Pods of the revision still in Pending (waiting in Init, or not scheduled yet).
+    pub waiting: usize,
+}
+
+/// The fingerprint label of a live workload's pod template: run-once mode.
+pub fn live_fingerprint(target: &Target) -> Option<String> {
+    if !target.live {
+        return None;
+    }
+    let json = target.object.to_string();
+    let view = WorkloadView::decode(target.kind, &json).ok()?;
+    let labels = view.template?.labels?;
+    labels.get(Key::Fingerprint).map(str::to_owned)
+}
+
+/// For a live workload in run-once mode: its run's status and how many pods wait for it.
+pub async fn migration_run(client: &Client, namespace: &str, target: &Target) -> Option<RunCheck> {
+    let fingerprint = live_fingerprint(target)?;
+    let runs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &migration_run_resource());
+    let outcome = match runs.get_opt(&fingerprint).await {
+        Ok(None) => RunOutcome::Missing,
+        Ok(Some(run)) => {
+            let status = |field: &str| run.data.pointer(&format!("/status/{field}")).cloned();
+            let text = |field: &str| {
+                status(field)
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            };
+            RunOutcome::Found {
+                phase: Some(text("phase"))
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "Pending".into()),
+                attempts: status("attempts").and_then(|v| v.as_i64()).unwrap_or(0),
+                message: text("message"),
+                finished: Some(text("finishedAt")).filter(|f| !f.is_empty()),
+            }
+        }
+        Err(e) => RunOutcome::Unreadable(e.to_string()),
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{}={fingerprint}", Key::Fingerprint);
+    let waiting = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_none_or(|phase| phase == "Pending")
+            })
+            .count(),
+        Err(_) => 0,
+    };
+    Some(RunCheck {
+        namespace: namespace.to_owned(),
+        fingerprint,
+        outcome,
+        waiting,
     })
 }

@@ -107,6 +107,9 @@ pub async fn run(
     if let Some(live) = checks::live_injection(ns, target) {
         emit(live.line());
     }
+    if let Some(run) = checks::migration_run(client, ns, target).await {
+        emit(run.line());
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use super::checks::{
     AnnotationsCheck, AnnotationsOutcome, Cause, Coverage, DryRunCheck, DryRunOutcome, Exclusion,
-    LiveCheck, SecretCheck, SecretOutcome, WebhookCheck,
+    LiveCheck, RunCheck, RunOutcome, SecretCheck, SecretOutcome, WebhookCheck,
 };
 use crate::mutate::annotations::Key;
 
@@ -188,6 +188,49 @@ impl LiveCheck {
                     kind.as_str().to_ascii_lowercase()
                 ),
             )
+        }
+    }
+}
+
+impl RunCheck {
+    pub fn line(&self) -> Line {
+        let (ns, fp) = (&self.namespace, &self.fingerprint);
+        let waiting = match self.waiting {
+            0 => String::new(),
+            1 => "; 1 pod waits for it".to_owned(),
+            n => format!("; {n} pods wait for it"),
+        };
+        let said = |message: &str| {
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            }
+        };
+        match &self.outcome {
+            RunOutcome::Missing => fail(
+                format!("MigrationRun {ns}/{fp} does not exist yet{waiting}: the controller has not seen a waiting pod, is not running, or is not installed"),
+                "kubectl get crd migrationruns.migrations.io and kubectl get pods -A -l app.kubernetes.io/component=controller (install the chart with controller.enabled=true; the controller must be Running), then its logs; or set migrations.io/run=every-pod",
+            ),
+            RunOutcome::Found { phase, attempts, message, finished } if phase == "Succeeded" => {
+                Line::Pass(format!(
+                    "the migration of this revision (MigrationRun {ns}/{fp}) succeeded{} after {attempts} attempt(s){}",
+                    finished.as_deref().map(|f| format!(" at {f}")).unwrap_or_default(),
+                    said(message)
+                ))
+            }
+            RunOutcome::Found { phase, attempts, message, .. } if phase == "Failed" => fail(
+                format!("the migration of this revision (MigrationRun {ns}/{fp}) failed after {attempts} attempt(s){}{waiting}", said(message)),
+                format!("fix the migration, then retry it: kubectl -n {ns} annotate migrationrun {fp} {}=\"$(date +%s)\" --overwrite", Key::Retry),
+            ),
+            RunOutcome::Found { phase, attempts, message, .. } => Line::Pass(format!(
+                "the migration of this revision (MigrationRun {ns}/{fp}) is {phase} (attempt {attempts}){}{waiting}",
+                said(message)
+            )),
+            RunOutcome::Unreadable(e) => fail(
+                format!("MigrationRun {ns}/{fp} cannot be read: {e}"),
+                "grant get on migrationruns.migrations.io to whoever runs check",
+            ),
         }
     }
 }

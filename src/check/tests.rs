@@ -1136,3 +1136,131 @@ async fn an_api_error_stops_the_run_with_a_clear_message() {
     );
     assert!(lines.is_empty(), "{lines:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6. Run-once mode: the run of the live revision.
+
+const FP: &str = "0123456789abcdef0123456789abcdef01234567";
+const RUN_PATH: &str = "/apis/migrations.io/v1alpha1/namespaces/ns/migrationruns/0123456789abcdef0123456789abcdef01234567";
+const PODS_PATH: &str = "/api/v1/namespaces/ns/pods";
+
+fn once_target() -> Target {
+    let mut object = injected(deployment("api", json!({"migrations.io/image": "m:1"})));
+    object["spec"]["template"]["metadata"]["labels"]["migrations.io/fingerprint"] = json!(FP);
+    Target {
+        kind: WorkloadKind::Deployment,
+        object,
+        live: true,
+    }
+}
+
+fn pods(phases: &[&str]) -> Value {
+    let items: Vec<Value> = phases
+        .iter()
+        .map(|p| json!({"metadata": {"name": "p"}, "status": {"phase": p}}))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+}
+
+async fn run_check(
+    target: Target,
+    run: impl FnOnce(api_mock::Call),
+    phases: &[&str],
+) -> Option<RunCheck> {
+    let (client, mut api) = api_mock::pair();
+    let task = tokio::spawn(async move { checks::migration_run(&client, "ns", &target).await });
+    if live_fingerprint(&once_target()).is_some() {
+        run(api.expect(Method::GET, RUN_PATH).await);
+        let list = api.expect(Method::GET, PODS_PATH).await;
+        assert!(
+            list.query
+                .contains("labelSelector=migrations.io%2Ffingerprint%3D0123456789abcdef"),
+            "{}",
+            list.query
+        );
+        list.json(200, &pods(phases));
+    }
+    api_mock::finish(task).await
+}
+
+fn run_object(status: Value) -> Value {
+    json!({"apiVersion": "migrations.io/v1alpha1", "kind": "MigrationRun",
+           "metadata": {"name": FP, "namespace": "ns"}, "spec": {}, "status": status})
+}
+
+#[tokio::test]
+async fn every_pod_mode_has_no_run_line() {
+    let (client, _api) = api_mock::pair();
+    let mut t = once_target();
+    t.object["spec"]["template"]["metadata"]["labels"] = json!({"app": "api"});
+    assert_eq!(checks::migration_run(&client, "ns", &t).await, None);
+    // Nor has a manifest that is not live.
+    let mut t = once_target();
+    t.live = false;
+    assert_eq!(checks::migration_run(&client, "ns", &t).await, None);
+}
+
+#[tokio::test]
+async fn a_succeeded_run_passes_and_names_its_attempts() {
+    let c = run_check(
+        once_target(),
+        |call| call.json(200, &run_object(json!({"phase": "Succeeded", "attempts": 1, "finishedAt": "2026-12-04T10:00:00Z", "message": "applied 2 migrations"}))),
+        &["Running", "Running"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.waiting, 0);
+    assert_eq!(
+        c.line(),
+        Line::Pass(format!("the migration of this revision (MigrationRun ns/{FP}) succeeded at 2026-12-04T10:00:00Z after 1 attempt(s): applied 2 migrations"))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_run_fails_with_the_tools_message_and_the_retry() {
+    let c = run_check(
+        once_target(),
+        |call| call.json(200, &run_object(json!({"phase": "Failed", "attempts": 5, "message": "ERROR: relation \"users\" already exists"}))),
+        &["Pending", "Pending", "Running"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.waiting, 2);
+    let Line::Fail { what, fix } = c.line() else {
+        panic!("a failure expected: {:?}", c.line())
+    };
+    assert!(what.contains("failed after 5 attempt(s): ERROR: relation \"users\" already exists; 2 pods wait for it"), "{what}");
+    assert!(
+        fix.contains(&format!("annotate migrationrun {FP} migrations.io/retry=")),
+        "{fix}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_run_or_crd_says_what_to_install() {
+    let c = run_check(once_target(), |call| call.not_found(), &["Pending"])
+        .await
+        .unwrap();
+    // A 404 on the object and on the resource look alike through the API; both are explained.
+    assert_eq!(c.outcome, RunOutcome::Missing);
+    let Line::Fail { what, fix } = c.line() else {
+        panic!("a failure expected")
+    };
+    assert!(what.contains("1 pod waits for it"), "{what}");
+    assert!(fix.contains("controller.enabled=true"), "{fix}");
+}
+
+#[tokio::test]
+async fn a_running_run_passes_with_the_pods_waiting() {
+    let c = run_check(
+        once_target(),
+        |call| call.json(200, &run_object(json!({"phase": "Running", "attempts": 2}))),
+        &["Pending", "Pending", "Pending", "Running"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        c.line(),
+        Line::Pass(format!("the migration of this revision (MigrationRun ns/{FP}) is Running (attempt 2); 3 pods wait for it"))
+    );
+}

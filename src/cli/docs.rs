@@ -92,6 +92,7 @@ const CHART: &[(&str, Chart)] = &[
     ("MIGRATION_INJECTOR_ADMIN_LISTEN", Chart::Value("config.adminListen")),
     ("MIGRATION_INJECTOR_SHUTDOWN_DELAY_SECONDS", Chart::Value("config.shutdownDelaySeconds")),
     ("MIGRATION_INJECTOR_SHUTDOWN_GRACE_SECONDS", Chart::Value("config.shutdownGraceSeconds")),
+    ("MIGRATION_INJECTOR_RUN_STATUS_CACHE", Chart::Derived("`controller.enabled`")),
     ("MIGRATION_INJECTOR_TLS_CERT_FILE", Chart::Value("config.tlsCertFile")),
     ("MIGRATION_INJECTOR_TLS_KEY_FILE", Chart::Value("config.tlsKeyFile")),
     ("MIGRATION_INJECTOR_CERT_RELOAD_INTERVAL", Chart::Value("config.certReloadInterval")),
@@ -132,6 +133,8 @@ const CHART: &[(&str, Chart)] = &[
     ("MIGRATION_INJECTOR_DEFAULT_DIR", Chart::Value("config.defaultDir")),
     ("MIGRATION_INJECTOR_SECURITY_CONTEXT", Chart::Value("config.securityContext")),
     ("MIGRATION_INJECTOR_ALLOWED_IMAGE_PREFIXES", Chart::Value("config.allowedImagePrefixes")),
+    ("MIGRATION_INJECTOR_RUN_MODE", Chart::Value("config.runMode")),
+    ("MIGRATION_INJECTOR_WAITER_IMAGE", Chart::Derived("with `controller.enabled`: the chart's own image")),
 ];
 
 /// Every `controller` env var and how the chart's controller Deployment sets it.

@@ -11,7 +11,7 @@ use clap::error::ErrorKind;
 use k8s_openapi::api::core::v1::SecurityContext;
 use migration_injector::mutate::annotations::Key;
 use migration_injector::mutate::config::{
-    defaults, restricted_security_context, InjectorConfig, Position, PullPolicy,
+    defaults, restricted_security_context, InjectorConfig, Position, PullPolicy, RunMode,
 };
 use migration_injector::mutate::denial::Denial;
 use migration_injector::mutate::values;
@@ -83,6 +83,23 @@ pub struct InjectionArgs {
         value_delimiter = ','
     )]
     pub allowed_image_prefixes: Vec<String>,
+    /// How often a workload's migration runs (migrations.io/run): `every-pod` (in every pod,
+    /// before the app) or `once` (once per revision by the controller; pods wait for it; needs
+    /// --waiter-image).
+    #[arg(long, env = "MIGRATION_INJECTOR_RUN_MODE", default_value = defaults::RUN_MODE.as_str(), value_parser = checked(Key::Run, values::parse_run_mode))]
+    pub run_mode: RunMode,
+    /// Image of the init container that makes pods wait in run-once mode: migration-injector's
+    /// own image. Unset: run-once mode is unavailable and workloads asking for it are refused.
+    #[arg(long, env = "MIGRATION_INJECTOR_WAITER_IMAGE", value_parser = checked(Key::Image, waiter_image))]
+    pub waiter_image: Option<String>,
+}
+
+fn waiter_image(key: Key, value: &str) -> Result<String, Denial> {
+    migration_injector::mutate::validate::image_reference(value)
+        .map(|_| value.to_owned())
+        .map_err(|problem| {
+            Denial::invalid(key, value, problem, "use migration-injector's own image")
+        })
 }
 
 /// A JSON array of strings (its own type, so clap takes it as one value).
@@ -126,6 +143,8 @@ impl From<InjectionArgs> for InjectorConfig {
                 .map(|p| p.trim().to_owned())
                 .filter(|p| !p.is_empty())
                 .collect(),
+            run_mode: a.run_mode,
+            waiter_image: a.waiter_image,
         }
     }
 }

@@ -14,6 +14,7 @@ mod log_args;
 mod serve;
 mod server_args;
 mod tls_args;
+mod wait;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,9 @@ pub enum Command {
     Check(Box<check::CheckArgs>),
     /// Run the run-once mode's controller: one migration Job per MigrationRun, leader-elected.
     Controller(Box<controller::ControllerArgs>),
+    /// Wait until the migration of this pod's revision succeeded (the init container of
+    /// run-once mode; not for interactive use).
+    Wait(Box<wait::WaitArgs>),
     /// Documentation generated from the flags' definitions (the README's flag tables).
     #[command(subcommand, hide = true)]
     Docs(docs::DocsCommand),
@@ -59,5 +63,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Check(args) => check::check(*args),
         Command::Controller(args) => controller::controller(*args),
         Command::Docs(cmd) => docs::docs(cmd),
+        Command::Wait(args) => wait::wait(*args),
     }
 }

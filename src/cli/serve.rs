@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use migration_injector::mutate::InjectorConfig;
 use migration_injector::tls;
+use migration_injector::webhook::runs::RunCache;
 use migration_injector::webhook::{shutdown, Server, ServerOptions, Stopped};
 
 use super::injection_args::InjectionArgs;
@@ -43,6 +44,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     args.log.init_tracing()?;
     let source = args.tls.cert_source()?;
     let options = args.options()?;
+    let run_status_cache = args.server.run_status_cache;
     let config = InjectorConfig::from(args.injection);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -51,6 +53,12 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         // Certificates are ready before any socket binds, so a bad pair fails the start.
         let store = tls::start(source).await?;
         let server = Server::bind(config, store, options).await?;
+        if run_status_cache {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| anyhow::anyhow!("--run-status-cache needs the Kubernetes API: {e}"))?;
+            server.state().set_runs(RunCache::start(client));
+        }
         let (first, second) = shutdown::signals();
         match server.run(first, second).await {
             Stopped::Drained => Ok(()),

@@ -8,7 +8,7 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Address of the HTTPS webhook endpoint (`POST /mutate`).
+    /// Address of the HTTPS webhook endpoint (`POST /mutate`, `POST /mutate-pods`).
     #[arg(
         long,
         env = "MIGRATION_INJECTOR_LISTEN",
@@ -38,6 +38,17 @@ pub struct ServerArgs {
         default_value_t = 25
     )]
     pub shutdown_grace_seconds: u64,
+    /// Watch MigrationRuns (run-once mode) so `POST /mutate-pods` starts the pods of an applied
+    /// revision without their waiter. Needs get/list/watch on migrationruns.
+    #[arg(
+        long,
+        env = "MIGRATION_INJECTOR_RUN_STATUS_CACHE",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub run_status_cache: bool,
 }
 
 impl ServerArgs {

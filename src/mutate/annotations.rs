@@ -52,6 +52,16 @@ keys! {
     LockTimeout => "migrations.io/lock-timeout",
     UrlSecret => "migrations.io/url-secret",
     Dir => "migrations.io/dir",
+    /// `once` (one run per revision, pods wait for it) or `every-pod` (the guide's workflow).
+    Run => "migrations.io/run",
+    /// Written by the injector in run-once mode, as a pod template *label*: the migration's
+    /// fingerprint, which the controller selects waiting pods by.
+    Fingerprint => "migrations.io/fingerprint",
+    /// Written by the controller on waiting pods; read by the waiter through the downward API.
+    RunPhase => "migrations.io/run-phase",
+    RunMessage => "migrations.io/run-message",
+    /// On a MigrationRun: a new value retries a failed run.
+    Retry => "migrations.io/retry",
     /// Written by the injector on the pod template: what it injected, so UPDATE and removal
     /// touch exactly that.
     Injected => "migrations.io/injected",

@@ -40,6 +40,24 @@ impl Position {
     }
 }
 
+/// How often a workload's migration runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// In every pod, before the app (the guide's workflow; the tool's lock serialises them).
+    EveryPod,
+    /// Once per revision (fingerprint), run by the controller; pods wait for it.
+    Once,
+}
+
+impl RunMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunMode::EveryPod => "every-pod",
+            RunMode::Once => "once",
+        }
+    }
+}
+
 /// What the Atlas guide adds by hand: the defaults of every flag and annotation.
 pub mod defaults {
     use super::{Position, PullPolicy};
@@ -52,6 +70,7 @@ pub mod defaults {
     pub const PULL_POLICY: PullPolicy = PullPolicy::Always;
     pub const CONTAINER_NAME: &str = "migrate";
     pub const POSITION: Position = Position::Last;
+    pub const RUN_MODE: super::RunMode = super::RunMode::EveryPod;
     /// Atlas's convention for the migrations directory inside a migrations image.
     pub const DIR: &str = "file:///migrations";
     /// The env var the database URL is given in with `migrations.io/url-secret` (also what
@@ -84,6 +103,11 @@ pub struct InjectorConfig {
     pub security_context: Option<Map<String, Value>>,
     /// Image reference prefixes allowed in `migrations.io/image`; empty allows any.
     pub allowed_image_prefixes: Vec<String>,
+    /// The default of `migrations.io/run`.
+    pub run_mode: RunMode,
+    /// The image of the waiting init container (migration-injector's own); `None`: run-once
+    /// mode is not available on this cluster (no controller), and asking for it is refused.
+    pub waiter_image: Option<String>,
 }
 
 /// Pod Security "restricted" for the injected container.
@@ -122,6 +146,8 @@ impl Default for InjectorConfig {
             dir: defaults::DIR.into(),
             security_context: Some(restricted_security_context()),
             allowed_image_prefixes: Vec::new(),
+            run_mode: defaults::RUN_MODE,
+            waiter_image: None,
         }
     }
 }

@@ -34,6 +34,12 @@ pub enum Denial {
         rename: Key,
     },
 
+    #[error(
+        "annotation {key}=\"once\" asks for run-once mode, which is not enabled on this cluster (no migration-injector controller); fix: install the chart with controller.enabled=true, or remove the annotation to run the migration in every pod",
+        key = Key::Run
+    )]
+    RunOnceUnavailable,
+
     #[error("{field} {problem}; fix: {fix}")]
     Malformed {
         field: String,
@@ -89,6 +95,7 @@ impl Denial {
             Denial::ImageNotAllowed { .. } => "ImageNotAllowed",
             Denial::Clash { .. } => "NameClash",
             Denial::Malformed { .. } => "MalformedObject",
+            Denial::RunOnceUnavailable => "RunOnceUnavailable",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`plan`](mod@plan): the edits that bring a pod template to that state;
 //! - [`patch`]: the edits as an RFC 6902 JSON patch;
 //! - [`denial`]: why a request is refused;
+//! - [`once`]: run-once mode (the waiter instead of the migration, the fingerprint);
 //! - [`manifests`]: the same mutation applied to YAML/JSON manifests;
 //! - [`yaml`]: YAML read as kubectl reads it, and a patch applied to its text.
 
@@ -16,6 +17,7 @@ pub mod annotations;
 pub mod config;
 pub mod denial;
 pub mod manifests;
+pub mod once;
 pub mod patch;
 pub mod plan;
 pub mod resolve;

@@ -37,6 +37,8 @@ fn record_map(value: String) -> Value {
 pub fn to_patch(kind: WorkloadKind, edits: Vec<Edit>) -> Patch {
     const ANNOTATIONS: &[&str] = &["metadata", "annotations"];
     const RECORD: &[&str] = &["metadata", "annotations", Key::Injected.name()];
+    const LABELS: &[&str] = &["metadata", "labels"];
+    const FINGERPRINT: &[&str] = &["metadata", "labels", Key::Fingerprint.name()];
     let list_path = |list: List, index: Option<usize>| path(kind, &["spec", list.field()], index);
     let ops = edits
         .into_iter()
@@ -62,8 +64,13 @@ pub fn to_patch(kind: WorkloadKind, edits: Vec<Edit>) -> Patch {
             }),
             Edit::Remove { list, index } => remove(list_path(list, Some(index))),
             Edit::RemoveList { list } => remove(list_path(list, None)),
-            Edit::CreateMetadataWithRecord(v) => {
+            Edit::CreateMetadataWithRecord(v, fingerprint) => {
                 let mut meta = Map::new();
+                if let Some(fp) = fingerprint {
+                    let mut labels = Map::new();
+                    labels.insert(Key::Fingerprint.name().to_owned(), Value::String(fp));
+                    meta.insert("labels".into(), Value::Object(labels));
+                }
                 meta.insert("annotations".into(), record_map(v));
                 add(path(kind, &["metadata"], None), Value::Object(meta))
             }
@@ -74,6 +81,14 @@ pub fn to_patch(kind: WorkloadKind, edits: Vec<Edit>) -> Patch {
             Edit::SetRecord(v) => add(path(kind, RECORD, None), Value::String(v)),
             Edit::RemoveRecord => remove(path(kind, RECORD, None)),
             Edit::RemoveAnnotations => remove(path(kind, ANNOTATIONS, None)),
+            Edit::CreateLabelsWithFingerprint(v) => {
+                let mut m = Map::new();
+                m.insert(Key::Fingerprint.name().to_owned(), Value::String(v));
+                add(path(kind, LABELS, None), Value::Object(m))
+            }
+            Edit::SetFingerprint(v) => add(path(kind, FINGERPRINT, None), Value::String(v)),
+            Edit::RemoveFingerprint => remove(path(kind, FINGERPRINT, None)),
+            Edit::RemoveLabels => remove(path(kind, LABELS, None)),
         })
         .collect();
     Patch(ops)

@@ -11,9 +11,12 @@ use serde_json::Value;
 use super::annotations::{unknown_key_warnings, Key, Layered, MigrationAnnotations};
 use super::config::InjectorConfig;
 use super::config::Position;
+use super::config::RunMode;
 use super::denial::{Denial, Quoted};
+use super::once;
 use super::resolve;
 use super::validate;
+use super::values::parse_run_mode;
 use super::workload::{Item, PodSpecLists, WorkloadKind, WorkloadView};
 
 /// A list of the pod spec that the injector adds one item to.
@@ -75,14 +78,21 @@ pub enum Edit {
     RemoveList {
         list: List,
     },
-    /// Template `metadata` is absent: create it with only the record annotation.
-    CreateMetadataWithRecord(String),
+    /// Template `metadata` is absent: create it with only the record annotation (and, in
+    /// run-once mode, the fingerprint label), in one edit.
+    CreateMetadataWithRecord(String, Option<String>),
     /// `metadata.annotations` is absent: create it with only the record annotation.
     CreateAnnotationsWithRecord(String),
     SetRecord(String),
     RemoveRecord,
     /// The record is the only annotation left: remove the map.
     RemoveAnnotations,
+    /// Run-once mode's fingerprint label: `metadata.labels` is absent, create it with only it.
+    CreateLabelsWithFingerprint(String),
+    SetFingerprint(String),
+    RemoveFingerprint,
+    /// The fingerprint is the only label left: remove the map.
+    RemoveLabels,
 }
 
 /// The outcome of planning: edits (empty means "allow unchanged") and warnings for the user.
@@ -103,11 +113,14 @@ pub struct Record {
     pub init_container: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// Run-once mode: the `migrations.io/fingerprint` label the injector set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 impl Record {
     fn is_empty(&self) -> bool {
-        self.init_container.is_none() && self.volume.is_none()
+        self.init_container.is_none() && self.volume.is_none() && self.fingerprint.is_none()
     }
 
     fn encode(&self) -> String {
@@ -188,13 +201,24 @@ pub fn plan(
         problem: "is not a list of named objects",
         fix: "correct the pod spec, or remove the migrations.io/image annotation",
     })?;
+    let run_mode = match layered.get(Key::Run) {
+        Some(v) => parse_run_mode(Key::Run, v)?,
+        None => config.run_mode,
+    };
+    let mut fingerprint = None;
     if let Some(d) = &mut desired {
         plan.warnings.append(&mut d.warnings);
+        if run_mode == RunMode::Once {
+            fingerprint = Some(once::into_waiter(d, config)?);
+        }
     }
     let claimed = record.clone();
     let record = trusted(record, spec, &mut plan.warnings);
 
-    let mut owned = Record::default();
+    let mut owned = Record {
+        fingerprint: fingerprint.clone(),
+        ..Record::default()
+    };
     let (container, volume) = match desired.as_mut() {
         Some(d) => (
             Some(Desired {
@@ -243,6 +267,12 @@ pub fn plan(
         &claimed,
         recorded,
         &owned,
+        &mut plan,
+    );
+    plan_fingerprint(
+        template,
+        record.fingerprint.as_deref(),
+        fingerprint,
         &mut plan,
     );
 
@@ -408,6 +438,14 @@ fn only_fields(value: &Value, allowed: &[&str]) -> bool {
 /// volume, or (with no volume) environment only from Secret keys. A mesh's or Vault's init
 /// container fails this, so a forged record cannot make the injector remove it.
 fn looks_like_injected_container(item: &Value, volume: Option<&str>) -> bool {
+    if once::looks_like_waiter(item) {
+        let mounts = item.get("volumeMounts").and_then(Value::as_array);
+        return only_fields(item, INJECTED_CONTAINER_FIELDS)
+            && volume == Some(once::POD_VOLUME)
+            && mounts.is_some_and(|m| {
+                m.len() == 1 && m[0].get("name").and_then(Value::as_str) == volume
+            });
+    }
     let mounts = item
         .get("volumeMounts")
         .and_then(Value::as_array)
@@ -435,10 +473,11 @@ fn looks_like_injected_container(item: &Value, volume: Option<&str>) -> bool {
 
 /// Whether a volume has the shape of the one the injector writes: a Secret volume, nothing else.
 fn looks_like_injected_volume(item: &Value) -> bool {
-    only_fields(item, &["name", "secret"])
-        && item
-            .get("secret")
-            .is_some_and(|s| only_fields(s, &["secretName", "defaultMode"]))
+    once::looks_like_pod_volume(item)
+        || only_fields(item, &["name", "secret"])
+            && item
+                .get("secret")
+                .is_some_and(|s| only_fields(s, &["secretName", "defaultMode"]))
 }
 
 /// The record, minus any name whose item does not look like what the injector writes: the
@@ -472,6 +511,7 @@ fn trusted(record: Record, spec: &PodSpecLists<'_>, warnings: &mut Vec<String>) 
     Record {
         init_container,
         volume,
+        fingerprint: record.fingerprint,
     }
 }
 
@@ -507,6 +547,33 @@ fn volume_in_use(spec: &PodSpecLists<'_>, volume: &str, injected: Option<&str>) 
     in_use
 }
 
+/// The run-once fingerprint label: set while wanted, removed once not wanted if the injector set
+/// it (the record says so).
+fn plan_fingerprint(
+    template: &super::workload::TemplateView<'_>,
+    recorded: Option<&str>,
+    wanted: Option<String>,
+    plan: &mut Plan,
+) {
+    let labels = template.labels.as_ref();
+    let current = labels.and_then(|l| l.get(Key::Fingerprint));
+    match wanted {
+        Some(fp) if current == Some(fp.as_str()) => {}
+        // No metadata at all: the record's edit created it with the label.
+        Some(_) if !template.has_metadata => {}
+        Some(fp) if labels.is_none() => plan.edits.push(Edit::CreateLabelsWithFingerprint(fp)),
+        Some(fp) => plan.edits.push(Edit::SetFingerprint(fp)),
+        None if recorded.is_some() && current.is_some() => {
+            plan.edits.push(if labels.is_some_and(|l| l.total <= 1) {
+                Edit::RemoveLabels
+            } else {
+                Edit::RemoveFingerprint
+            })
+        }
+        None => {}
+    }
+}
+
 fn plan_record(
     template: &super::workload::TemplateView<'_>,
     annotations: &MigrationAnnotations<'_>,
@@ -530,7 +597,7 @@ fn plan_record(
     }
     let value = owned.encode();
     plan.edits.push(if !template.has_metadata {
-        Edit::CreateMetadataWithRecord(value)
+        Edit::CreateMetadataWithRecord(value, owned.fingerprint.clone())
     } else if template.annotations.is_none() {
         Edit::CreateAnnotationsWithRecord(value)
     } else {

@@ -2,7 +2,7 @@
 //! flags that set their defaults), so a value is accepted or refused the same way in both.
 
 use super::annotations::Key;
-use super::config::{Position, PullPolicy};
+use super::config::{Position, PullPolicy, RunMode};
 use super::denial::Denial;
 use super::validate;
 
@@ -71,6 +71,19 @@ pub fn parse_position(key: Key, value: &str) -> Result<Position, Denial> {
             value,
             "is not a position",
             "use \"first\" or \"last\"",
+        )),
+    }
+}
+
+pub fn parse_run_mode(key: Key, value: &str) -> Result<RunMode, Denial> {
+    match value {
+        "once" => Ok(RunMode::Once),
+        "every-pod" => Ok(RunMode::EveryPod),
+        _ => Err(invalid(
+            key,
+            value,
+            "is not a run mode",
+            "use \"once\" (one run per revision, pods wait for it) or \"every-pod\"",
         )),
     }
 }

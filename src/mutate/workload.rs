@@ -183,6 +183,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
 struct MetaView<'a> {
     #[serde(borrow, default)]
     annotations: Option<MigrationAnnotations<'a>>,
+    /// Only the `migrations.io/` labels are kept (the run-once fingerprint).
+    #[serde(borrow, default)]
+    labels: Option<MigrationAnnotations<'a>>,
     #[serde(borrow, default, rename = "ownerReferences")]
     owner_references: Option<Vec<OwnerReference<'a>>>,
 }
@@ -257,6 +260,8 @@ pub struct TemplateView<'a> {
     pub has_metadata: bool,
     /// `None` when `metadata.annotations` is absent or null.
     pub annotations: Option<MigrationAnnotations<'a>>,
+    /// The `migrations.io/` labels; `None` when `metadata.labels` is absent or null.
+    pub labels: Option<MigrationAnnotations<'a>>,
     /// `None` when the template has no `spec`.
     pub spec: Option<PodSpecView<'a>>,
 }
@@ -281,9 +286,14 @@ struct PodTemplateShape<'a> {
 
 impl<'a> From<PodTemplateShape<'a>> for TemplateView<'a> {
     fn from(t: PodTemplateShape<'a>) -> Self {
+        let (has_metadata, annotations, labels) = match t.metadata {
+            Some(m) => (true, m.annotations, m.labels),
+            None => (false, None, None),
+        };
         TemplateView {
-            has_metadata: t.metadata.is_some(),
-            annotations: t.metadata.and_then(|m| m.annotations),
+            has_metadata,
+            annotations,
+            labels,
             spec: t.spec,
         }
     }
@@ -339,6 +349,7 @@ impl<'a> ObjectView<'a> {
             WorkloadKind::Pod => Some(TemplateView {
                 has_metadata: self.metadata.is_some(),
                 annotations: annotations.clone(),
+                labels: self.metadata.as_ref().and_then(|m| m.labels.clone()),
                 spec: self.spec.map(|s| PodSpecView {
                     init_containers: s.init_containers,
                     volumes: s.volumes,

@@ -9,6 +9,7 @@ mod limits;
 mod metrics;
 pub mod review;
 mod routes;
+pub mod runs;
 pub mod shutdown;
 
 use std::future::Future;

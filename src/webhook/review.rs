@@ -10,7 +10,9 @@ use kube::core::Status;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::runs::RunLookup;
 use crate::mutate::denial::Denial;
+use crate::mutate::once;
 use crate::mutate::workload::{ObjectView, WorkloadKind};
 use crate::mutate::{error_chain, mutate, mutate_view, InjectorConfig, Mutation, MutationError};
 
@@ -45,6 +47,8 @@ struct RequestIn<'a, O> {
     kind: GvkIn<'a>,
     #[serde(rename = "subResource", borrow, default)]
     sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
     operation: Operation,
     #[serde(default = "Option::default")]
     object: Option<O>,
@@ -128,17 +132,51 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Result<Reviewed, NotARevi
     let text = std::str::from_utf8(body).unwrap_or_default();
     let first = match serde_json::from_str::<ReviewIn<'_, ObjectView<'_>>>(text) {
         Ok(parsed) => {
-            return Ok(answer(parsed, |kind, object, update| {
+            return Ok(answer(parsed, |kind, object, update, _| {
                 mutate_view(kind, &object.into_workload(kind), config, update)
             }))
         }
         Err(e) => e,
     };
     if let Ok(parsed) = serde_json::from_str::<ReviewIn<'_, &RawValue>>(text) {
-        return Ok(answer(parsed, |kind, object, update| {
+        return Ok(answer(parsed, |kind, object, update, _| {
             mutate(kind, object.get(), config, update)
         }));
     }
+    unreadable(body, first)
+}
+
+/// Answers one AdmissionReview body of the pods webhook (run-once mode): a new pod of a
+/// revision whose migration has succeeded loses its waiter. Anything else is allowed unchanged.
+pub fn review_pod(body: &[u8], runs: &dyn RunLookup) -> Result<Reviewed, NotAReview> {
+    let text = std::str::from_utf8(body).unwrap_or_default();
+    let first = match serde_json::from_str::<ReviewIn<'_, ObjectView<'_>>>(text) {
+        Ok(parsed) => {
+            return Ok(answer(parsed, |kind, object, update, namespace| {
+                let patch = match (kind, update) {
+                    (WorkloadKind::Pod, false) => {
+                        once::skip_wait(&object.into_workload(kind), |fp| {
+                            runs.succeeded(namespace, fp)
+                        })
+                    }
+                    _ => None,
+                };
+                Ok(Mutation {
+                    patch: patch.unwrap_or_default(),
+                    warnings: Vec::new(),
+                })
+            }))
+        }
+        Err(e) => e,
+    };
+    // Not a pod this webhook can read: allowed as it is (the waiter, if any, stays: safe).
+    if let Ok(parsed) = serde_json::from_str::<ReviewIn<'_, &RawValue>>(text) {
+        return Ok(answer(parsed, |_, _, _, _| Ok(Mutation::default())));
+    }
+    unreadable(body, first)
+}
+
+fn unreadable(body: &[u8], first: serde_json::Error) -> Result<Reviewed, NotAReview> {
     // Answer in-band when the uid is readable, so the API server shows our reason.
     let Ok(uid) = serde_json::from_slice::<UidOnly<'_>>(body) else {
         return Err(NotAReview(match std::str::from_utf8(body) {
@@ -157,7 +195,7 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Result<Reviewed, NotARevi
 
 fn answer<O>(
     parsed: ReviewIn<'_, O>,
-    mutate: impl FnOnce(WorkloadKind, O, bool) -> Result<Mutation, MutationError>,
+    mutate: impl FnOnce(WorkloadKind, O, bool, &str) -> Result<Mutation, MutationError>,
 ) -> Reviewed {
     let api_version = parsed.api_version.as_deref().unwrap_or(META_API_VERSION_V1);
     let Some(req) = parsed.request else {
@@ -192,7 +230,8 @@ fn answer<O>(
         return finish(allowed(&req.uid), Verdict::Skipped, None);
     }
 
-    match mutate(kind, object, update) {
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    match mutate(kind, object, update, namespace) {
         Ok(m) => {
             let mut response = allowed(&req.uid);
             if !m.warnings.is_empty() {

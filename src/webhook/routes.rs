@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use super::error::ApiError;
 use super::metrics::{self, AdmissionLabels};
 use super::review::{self, Verdict};
+use super::runs::RunLookup;
 use super::Limits;
 use crate::mutate::denial::Quoted;
 use crate::mutate::{error_chain, InjectorConfig};
@@ -31,6 +32,8 @@ pub struct AppState {
     /// What `/readyz` reports, and nothing else: the certificate store's handle, which the
     /// server also sets when it starts draining. Never read on `/mutate`.
     pub readiness: Readiness,
+    /// The MigrationRun cache for `/mutate-pods` (run-once mode); unset: no pod loses its waiter.
+    runs: std::sync::OnceLock<Arc<dyn RunLookup>>,
     budget: Budget,
 }
 
@@ -42,7 +45,22 @@ impl AppState {
             limits,
             readiness: certs.readiness_handle().clone(),
             certs,
+            runs: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what `/mutate-pods` asks whether a run succeeded (once; later calls are ignored).
+    pub fn set_runs(&self, runs: Arc<dyn RunLookup>) {
+        let _ = self.runs.set(runs);
+    }
+}
+
+/// What `/mutate-pods` answers with no run cache: nothing has succeeded.
+struct NoRuns;
+
+impl RunLookup for NoRuns {
+    fn succeeded(&self, _: &str, _: &str) -> bool {
+        false
     }
 }
 
@@ -87,10 +105,15 @@ impl Budget {
     }
 }
 
-/// The webhook's routes: `POST /mutate`.
+/// The webhook's routes: `POST /mutate` (workloads) and `POST /mutate-pods` (run-once mode's
+/// pods webhook).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate).fallback(method_not_allowed))
+        .route(
+            "/mutate-pods",
+            post(mutate_pods).fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -142,6 +165,26 @@ async fn mutate(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    handle(&state, request, |body| review::review(body, &state.config)).await
+}
+
+async fn mutate_pods(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let runs: &dyn RunLookup = match state.runs.get() {
+        Some(r) => r.as_ref(),
+        None => &NoRuns,
+    };
+    handle(&state, request, |body| review::review_pod(body, runs)).await
+}
+
+/// Reads a review within the limits and budget, answers it with `answer`, counts and logs it.
+async fn handle(
+    state: &AppState,
+    request: Request,
+    answer: impl FnOnce(&[u8]) -> Result<review::Reviewed, review::NotAReview>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     if !is_json(&parts.headers) {
@@ -172,7 +215,7 @@ async fn mutate(
         return Err(ApiError::Overloaded);
     };
     let body = read_body(body, declared, limit, state.limits.request_timeout).await?;
-    let reviewed = match review::review(&body, &state.config) {
+    let reviewed = match answer(&body) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "rejected a body that is not an AdmissionReview");

@@ -5,7 +5,8 @@ scenarios (tests/e2e/cluster/app.sh) render it once per run for the cluster and 
 
 Only what differs changes: the name (and its labels/selector), the migrations image and its
 pull-policy annotation, the tool's migrations.io/command and migrations.io/args annotations, the
-app container's image, the database host its readiness probe checks, and the replica count. An
+app container's image, the database host its readiness probe checks, the replica count, and
+extra annotations (migrations.io/run). An
 option left out keeps what the input says; everything else is the input as written.
 """
 import argparse
@@ -35,6 +36,9 @@ def render(d, a):
         if val:
             json.loads(val)  # must be valid JSON
             ann[key] = val
+    for kv in a.annotation or []:
+        key, _, val = kv.partition("=")
+        ann[key] = val
     if a.replicas is not None:
         d["spec"]["replicas"] = a.replicas
     app = d["spec"]["template"]["spec"]["containers"][0]
@@ -57,6 +61,8 @@ def main():
     p.add_argument("--app-image", default="", help="image of the app container ('' keeps the input's)")
     p.add_argument("--db-host", default="", help="host the app's readiness probe checks ('' keeps the input's)")
     p.add_argument("--replicas", type=int, default=None)
+    p.add_argument("--annotation", action="append", metavar="KEY=VALUE",
+                   help="an annotation of the Deployment (repeatable), e.g. migrations.io/run=once")
     a = p.parse_args()
     with open(a.manifest) as f:
         d = yaml.safe_load(f)

@@ -13,7 +13,9 @@ Each EXPR is a Python expression evaluated against the render; it must be truthy
   resources         set of resources in wh.rules
   rule(res)         the rule naming resource `res`
   nsexpr            {key: (operator, values)} of wh.namespaceSelector.matchExpressions
-  dep, pod, ctr     the Deployment, its pod spec and its first container (None if absent)
+  whs, pwh          every webhook of it; the pods webhook (name pods.*; None if absent)
+  dep, pod, ctr     the webhook's Deployment (args serve), its pod spec and its first container
+  ctl, ctlpod, ctlctr, ctlenv  the controller's Deployment (args controller), pod spec, container, env
   env               {name: value} of ctr.env, envnames the ordered names
   envvar            {name: EnvVar object} of ctr.env (for valueFrom)
   named(kind, name) the object of that kind and metadata.name
@@ -53,6 +55,8 @@ def build(docs):
     ns["mwc"] = mwcs[0] if mwcs else None
     wh = mwcs[0]["webhooks"][0] if mwcs else None
     ns["wh"] = wh
+    ns["whs"] = mwcs[0]["webhooks"] if mwcs else []
+    ns["pwh"] = next((w for w in ns["whs"] if w["name"].startswith("pods.")), None)
     rules = (wh or {}).get("rules") or []
     ns["resources"] = {r for rule in rules for r in rule["resources"]}
 
@@ -65,8 +69,16 @@ def build(docs):
     ns["rule"] = rule
     exprs = (((wh or {}).get("namespaceSelector") or {}).get("matchExpressions")) or []
     ns["nsexpr"] = {e["key"]: (e["operator"], e.get("values")) for e in exprs}
-    deps = all_of("Deployment")
+    def args_of(d):
+        return d["spec"]["template"]["spec"]["containers"][0].get("args") or []
+    deps = [d for d in all_of("Deployment") if args_of(d)[:1] != ["controller"]]
     dep = deps[0] if deps else None
+    ctls = [d for d in all_of("Deployment") if args_of(d)[:1] == ["controller"]]
+    ctl = ctls[0] if ctls else None
+    ctlpod = ctl["spec"]["template"]["spec"] if ctl else None
+    ctlctr = ctlpod["containers"][0] if ctlpod else None
+    ns.update(ctl=ctl, ctlpod=ctlpod, ctlctr=ctlctr,
+              ctlenv={e["name"]: e.get("value") for e in (ctlctr or {}).get("env") or []})
     pod = dep["spec"]["template"]["spec"] if dep else None
     ctr = pod["containers"][0] if pod else None
     ns.update(dep=dep, pod=pod, ctr=ctr)

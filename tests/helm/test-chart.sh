@@ -75,6 +75,7 @@ for flags in "" "--set tls.mode=helm" "--set tls.mode=existingSecret --set tls.e
              "--set tls.mode=url --set webhook.url=https://10.0.0.1:8443/mutate --set deployment.enabled=false" \
              "--set serviceMonitor.enabled=true --set networkPolicy.enabled=true" \
              "--set tls.mode=selfManaged" \
+             "--set controller.enabled=true --set config.runMode=once --set metrics.prometheusRule.enabled=true --set metrics.dashboard.enabled=true --set networkPolicy.enabled=true --set serviceMonitor.enabled=true" \
              "--set tls.mode=selfManaged --set webhook.url=https://10.0.0.1:8443/mutate --set deployment.enabled=false"; do
   # shellcheck disable=SC2086 # flags are meant to split
   if "$HELM" lint --strict "$CHART" $flags >"$WORK/lint.out" 2>&1; then
@@ -492,8 +493,88 @@ case_ digest --set image.digest=sha256:0123456789abcdef0123456789abcdef012345678
 case_ no-deployment --set deployment.enabled=false --set serviceMonitor.enabled=true --set networkPolicy.enabled=true -- \
   "kinds == sorted(['Certificate','Certificate','Issuer','Issuer','MutatingWebhookConfiguration'])"
 
+section "run-once mode: the controller, its RBAC, the CRD, the pods webhook (controller.enabled)"
+CTL=$FULL-controller
+# The contract's RBAC (CONTRACT-18): no Secrets, nothing else.
+CTL_RULES="[{'apiGroups': [''], 'resources': ['pods'], 'verbs': ['get', 'list', 'patch', 'watch']}, {'apiGroups': ['migrations.io'], 'resources': ['migrationruns'], 'verbs': ['create', 'get', 'list', 'patch', 'update', 'watch']}, {'apiGroups': ['migrations.io'], 'resources': ['migrationruns/status'], 'verbs': ['get', 'patch', 'update']}, {'apiGroups': ['batch'], 'resources': ['jobs'], 'verbs': ['create', 'delete', 'get', 'list', 'watch']}, {'apiGroups': ['apps'], 'resources': ['replicasets'], 'verbs': ['get']}, {'apiGroups': ['events.k8s.io'], 'resources': ['events'], 'verbs': ['create', 'patch']}]"
+SORTED="[{k: sorted(v) if isinstance(v, list) else v for k, v in r.items()} for r in"
+case_ controller --set controller.enabled=true --set config.runMode=once -- \
+  "ctl['metadata']['name'] == '$CTL' and ctl['spec']['replicas'] == 1" \
+  "ctlctr['args'] == ['controller'] and ctlctr['image'] == ctr['image'] and ctlctr['imagePullPolicy'] == ctr['imagePullPolicy']" \
+  "ctlpod['serviceAccountName'] == '$CTL' and ctlpod['automountServiceAccountToken'] is True" \
+  "ctlctr['securityContext'] == ctr['securityContext'] and ctlpod['securityContext'] == pod['securityContext']" \
+  "ctl['spec']['template']['metadata']['labels']['migrations.io/injection'] == 'disabled'" \
+  "ctl['spec']['selector']['matchLabels'] != dep['spec']['selector']['matchLabels']" \
+  "not set(dep['spec']['selector']['matchLabels'].items()) <= set(ctl['spec']['template']['metadata']['labels'].items())" \
+  "ctlenv['MIGRATION_INJECTOR_LEASE_NAME'] == '$CTL' and ctlenv['MIGRATION_INJECTOR_ADMIN_LISTEN'] == '0.0.0.0:8081'" \
+  "[e['valueFrom']['fieldRef']['fieldPath'] for e in ctlctr['env'] if 'valueFrom' in e] == ['metadata.namespace', 'metadata.name']" \
+  "'MIGRATION_INJECTOR_MAX_ATTEMPTS' not in ctlenv and 'MIGRATION_INJECTOR_JOB_DEADLINE_SECONDS' not in ctlenv" \
+  "ctlctr['livenessProbe']['httpGet']['path'] == '/healthz' and ctlctr['readinessProbe']['httpGet']['path'] == '/readyz'" \
+  "ctlctr['resources'] == {'requests': {'cpu': '20m', 'memory': '32Mi'}, 'limits': {'memory': '128Mi'}}" \
+  "env['MIGRATION_INJECTOR_RUN_MODE'] == 'once' and env['MIGRATION_INJECTOR_WAITER_IMAGE'] == ctr['image']" \
+  "env['MIGRATION_INJECTOR_RUN_STATUS_CACHE'] == 'true' and pod['automountServiceAccountToken'] is True" \
+  "$SORTED named('ClusterRole', '$CTL')['rules']] == $CTL_RULES" \
+  "named('ClusterRoleBinding', '$CTL')['subjects'] == [{'kind': 'ServiceAccount', 'name': '$CTL', 'namespace': '$NS'}]" \
+  "$SORTED named('Role', '$CTL')['rules']] == [{'apiGroups': ['coordination.k8s.io'], 'resources': ['leases'], 'resourceNames': ['$CTL'], 'verbs': ['get', 'update']}, {'apiGroups': ['coordination.k8s.io'], 'resources': ['leases'], 'verbs': ['create']}]" \
+  "named('RoleBinding', '$CTL')['subjects'][0]['name'] == '$CTL'" \
+  "named('ClusterRole', '$FULL-runs')['rules'] == [{'apiGroups': ['migrations.io'], 'resources': ['migrationruns'], 'verbs': ['get', 'list', 'watch']}]" \
+  "named('ClusterRoleBinding', '$FULL-runs')['subjects'] == [{'kind': 'ServiceAccount', 'name': '$FULL', 'namespace': '$NS'}]" \
+  "not any('secrets' in r.get('resources', []) for k in ('Role', 'ClusterRole') for o in all_of(k) for r in o['rules'])" \
+  "named('ServiceAccount', '$CTL')['automountServiceAccountToken'] is False" \
+  "named('Service', '$CTL')['spec']['selector'] == ctl['spec']['selector']['matchLabels']" \
+  "one('Service') if False else named('Service', '$FULL')['spec']['selector'] == dep['spec']['selector']['matchLabels']" \
+  "one('CustomResourceDefinition')['metadata']['name'] == 'migrationruns.migrations.io'" \
+  "one('CustomResourceDefinition')['metadata']['annotations'] == {'helm.sh/resource-policy': 'keep'}" \
+  "one('CustomResourceDefinition')['spec']['names']['shortNames'] == ['mrun']" \
+  "len(whs) == 2 and whs[0]['name'] == 'inject.migrations.io' and pwh['name'] == 'pods.inject.migrations.io'" \
+  "pwh['clientConfig']['service'] == dict(wh['clientConfig']['service'], path='/mutate-pods')" \
+  "pwh['rules'] == [{'operations': ['CREATE'], 'apiGroups': [''], 'apiVersions': ['v1'], 'resources': ['pods'], 'scope': 'Namespaced'}]" \
+  "pwh['failurePolicy'] == 'Ignore' and pwh['sideEffects'] == 'None' and pwh['timeoutSeconds'] <= 5" \
+  "pwh['namespaceSelector'] == wh['namespaceSelector'] and 'matchConditions' not in pwh" \
+  "pwh['objectSelector']['matchExpressions'][0] == {'key': 'migrations.io/fingerprint', 'operator': 'Exists'}" \
+  "'caBundle' not in pwh['clientConfig'] and mwc['metadata']['annotations']['cert-manager.io/inject-ca-from'] == '$NS/$FULL-tls'"
+case_ controller-helm --set controller.enabled=true --set tls.mode=helm --set controller.replicas=2 \
+  --set controller.maxAttempts=3 --set controller.jobDeadlineSeconds=600 --set controller.leaseName=my-lease \
+  --set config.logFormat=json --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef -- \
+  "pwh['clientConfig']['caBundle'] == wh['clientConfig']['caBundle']" \
+  "ctl['spec']['replicas'] == 2 and ctlenv['MIGRATION_INJECTOR_MAX_ATTEMPTS'] == '3' and ctlenv['MIGRATION_INJECTOR_JOB_DEADLINE_SECONDS'] == '600'" \
+  "ctlenv['MIGRATION_INJECTOR_LEASE_NAME'] == 'my-lease' and named('Role', '$CTL')['rules'][0]['resourceNames'] == ['my-lease']" \
+  "ctlenv['MIGRATION_INJECTOR_LOG_FORMAT'] == 'json'" \
+  "env['MIGRATION_INJECTOR_WAITER_IMAGE'].endswith('@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef') and ctlctr['image'] == env['MIGRATION_INJECTOR_WAITER_IMAGE']" \
+  "'MIGRATION_INJECTOR_RUN_MODE' not in env"
+case_ controller-selfmanaged --set controller.enabled=true --set tls.mode=selfManaged -- \
+  "len(whs) == 2 and all('caBundle' not in w['clientConfig'] for w in whs)" \
+  "named('ClusterRole', '$FULL')['rules'][0]['resources'] == ['mutatingwebhookconfigurations']" \
+  "has('Role') and named('ClusterRole', '$FULL-runs')"
+case_ controller-url --set controller.enabled=true --set tls.mode=url --set webhook.url=https://10.1.2.3:8443/mutate --set tls.caBundle=QUJD --set deployment.enabled=false -- \
+  "pwh['clientConfig'] == {'url': 'https://10.1.2.3:8443/mutate-pods', 'caBundle': 'QUJD'}"
+case_ controller-no-crd --set controller.enabled=true --set crds.install=false \
+  --set networkPolicy.enabled=true --set serviceMonitor.enabled=true -- \
+  "not has('CustomResourceDefinition')" \
+  "named('NetworkPolicy', '$CTL')['spec']['podSelector']['matchLabels'] == ctl['spec']['selector']['matchLabels']" \
+  "[p['port'] for p in named('NetworkPolicy', '$CTL')['spec']['ingress'][0]['ports']] == [8081]" \
+  "named('ServiceMonitor', '$CTL')['spec']['selector']['matchLabels'] == ctl['spec']['selector']['matchLabels']"
+case_ runmode-every-pod --set config.runMode=every-pod -- \
+  "env['MIGRATION_INJECTOR_RUN_MODE'] == 'every-pod' and 'MIGRATION_INJECTOR_WAITER_IMAGE' not in env" \
+  "len(whs) == 1 and ctl is None and not has('CustomResourceDefinition')"
+case_ controller-alerts --set controller.enabled=true --set metrics.prometheusRule.enabled=true \
+  --set metrics.prometheusRule.podsWaitingMinutes=30 --set metrics.dashboard.enabled=true -- \
+  "[r['alert'] for r in one('PrometheusRule')['spec']['groups'][0]['rules']] == ['MigrationRunFailed', 'MigrationPodsWaiting', 'MigrationInjectorDenying', 'MigrationInjectorOverloaded', 'MigrationInjectorWebhookFailing', 'MigrationInjectorCertificateExpiring']" \
+  "'migration_injector_runs_failed_total' in one('PrometheusRule')['spec']['groups'][0]['rules'][0]['expr']" \
+  "one('PrometheusRule')['spec']['groups'][0]['rules'][1]['for'] == '30m'" \
+  "'name=\"inject.migrations.io\"' in one('PrometheusRule')['spec']['groups'][0]['rules'][4]['expr']" \
+  "one('ConfigMap')['metadata']['labels']['grafana_dashboard'] == '1'" \
+  "len(__import__('json').loads(one('ConfigMap')['data']['migration-injector.json'])['panels']) == 8"
+case_ alerts-without-controller --set metrics.prometheusRule.enabled=true -- \
+  "[r['alert'] for r in one('PrometheusRule')['spec']['groups'][0]['rules']][0] == 'MigrationInjectorDenying'"
+reject controller-once-without "config.runMode=once needs controller.enabled" --set config.runMode=once
+reject controller-bad-mode "runMode" --set config.runMode=always
+reject controller-bad-url "must end with /mutate" --set controller.enabled=true --set tls.mode=url --set webhook.url=https://10.1.2.3:8443/hook
+reject controller-typo "maxAttempt" --set controller.maxAttempt=3
+reject controller-bad-attempts "maxAttempts" --set controller.maxAttempts=0
+
 section "RBAC only in selfManaged and tls.manageCaBundle renders"
-n_other=0 n_sm=0 n_managed=0
+n_other=0 n_sm=0 n_managed=0 n_ctl=0
 for f in "$WORK"/*.yaml; do
   n=$(basename "$f" .yaml)
   [ -s "$f" ] || continue
@@ -502,6 +583,11 @@ for f in "$WORK"/*.yaml; do
       n_sm=$((n_sm + 1))
       python3 "$CHECK" "$f" "all(has(k) for k in ('Role','RoleBinding','ClusterRole','ClusterRoleBinding'))" >/dev/null 2>&1 \
         || fail "RBAC missing in selfManaged render $n" ;;
+    controller*)
+      # The controller's ClusterRole/Role, the webhook's MigrationRuns read ClusterRole (checked above).
+      n_ctl=$((n_ctl + 1))
+      python3 "$CHECK" "$f" "named('ClusterRole', '$FULL-controller') and named('ClusterRole', '$FULL-runs')" >/dev/null 2>&1 \
+        || fail "controller render $n: want the controller's and the runs ClusterRoles" ;;
     *-managed)
       # Only the ClusterRole for the webhook configuration (checked in the cases above).
       n_managed=$((n_managed + 1))
@@ -512,7 +598,7 @@ for f in "$WORK"/*.yaml; do
       python3 "$CHECK" "$f" "$RBAC_ABSENT" >/dev/null 2>&1 || fail "RBAC object in render $n" ;;
   esac
 done
-pass "no Role/RoleBinding/ClusterRole/ClusterRoleBinding in $n_other renders of other modes, all four in $n_sm selfManaged renders, the ClusterRole alone in $n_managed tls.manageCaBundle renders"
+pass "no Role/RoleBinding/ClusterRole/ClusterRoleBinding in $n_other renders of other modes, all four in $n_sm selfManaged renders, the ClusterRole alone in $n_managed tls.manageCaBundle renders, the run-once RBAC in $n_ctl controller renders"
 
 section "tests/helm/render-for-apiserver.sh (v1.20 API server)"
 if HELM=$HELM "$ROOT/tests/helm/render-for-apiserver.sh" "$WORK/apiserver.yaml" \
@@ -650,9 +736,11 @@ else
   yl() { return 1; }
   kv() { return 1; }
 fi
+# (Not controller-alerts: the Grafana dashboard's JSON holds PromQL lines longer than 120.)
 if yl -d '{extends: default, rules: {line-length: {max: 120, allow-non-breakable-inline-mappings: true}, indentation: {indent-sequences: whatever}}}' \
     "$ROOT/manifests/install.yaml" "$WORK/default.yaml" "$WORK/helm.yaml" "$WORK/apiserver.yaml" "$WORK/config.yaml" "$WORK/optional.yaml" \
-    "$WORK/selfmanaged.yaml" "$WORK/selfmanaged-opts.yaml" "$WORK/apiserver-sm.yaml"; then
+    "$WORK/selfmanaged.yaml" "$WORK/selfmanaged-opts.yaml" "$WORK/apiserver-sm.yaml" "$WORK/controller.yaml" \
+    "$WORK/controller-helm.yaml"; then
   pass yamllint
 else
   fail yamllint
@@ -685,7 +773,8 @@ PY
         "existing:--set tls.mode=existingSecret --set tls.existingSecret=s --set tls.caBundle=QUJD" \
         "selfmanaged:--set tls.mode=selfManaged" \
         "url:--set tls.mode=url --set webhook.url=https://10.0.0.1:8443/mutate --set deployment.enabled=false" \
-        "optional:--set networkPolicy.enabled=true --set serviceMonitor.enabled=true --set deployment.podAntiAffinity=hard --set webhook.kinds.pods=true --set webhook.kinds.replicaSets=true"; do
+        "optional:--set networkPolicy.enabled=true --set serviceMonitor.enabled=true --set deployment.podAntiAffinity=hard --set webhook.kinds.pods=true --set webhook.kinds.replicaSets=true" \
+        "controller:--set controller.enabled=true --set config.runMode=once --set networkPolicy.enabled=true --set metrics.dashboard.enabled=true"; do
       name=kv-$kver-${spec%%:*}
       # shellcheck disable=SC2086 # the flags are meant to split
       render "$name" --kube-version "$kver" ${spec#*:} && names+=("$WORK/$name.yaml")

@@ -249,7 +249,8 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
       (list "MIGRATION_INJECTOR_DEFAULT_MEMORY_REQUEST" $c.defaultMemoryRequest)
       (list "MIGRATION_INJECTOR_DEFAULT_MEMORY_LIMIT" $c.defaultMemoryLimit)
       (list "MIGRATION_INJECTOR_DEFAULT_LOCK_TIMEOUT" $c.defaultLockTimeout)
-      (list "MIGRATION_INJECTOR_DEFAULT_DIR" $c.defaultDir) }}
+      (list "MIGRATION_INJECTOR_DEFAULT_DIR" $c.defaultDir)
+      (list "MIGRATION_INJECTOR_RUN_MODE" $c.runMode) }}
 {{- range $strings }}
 {{- $v := index . 1 }}
 {{- if and (not (kindIs "invalid" $v)) (ne (toString $v) "") }}
@@ -267,6 +268,17 @@ Integers are printed with int64 (Helm may hand them over as json.Number or float
 {{- end }}
 {{- with $c.allowedImagePrefixes }}
 {{- $env = append $env (dict "name" "MIGRATION_INJECTOR_ALLOWED_IMAGE_PREFIXES" "value" (join "," .)) }}
+{{- end }}
+{{- if eq (toString $c.runMode) "once" }}
+{{- if not .Values.controller.enabled }}
+{{- fail "config.runMode=once needs controller.enabled=true (without the controller every workload in once mode is denied)" }}
+{{- end }}
+{{- end }}
+{{- if .Values.controller.enabled }}
+{{- /* Run-once mode: the waiting init container runs this chart's own image (`wait`), and the
+pods webhook reads the runs' status from a watch of MigrationRuns (RBAC: get/list/watch). */}}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_WAITER_IMAGE" "value" (include "migration-injector.image" .)) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_RUN_STATUS_CACHE" "value" "true") }}
 {{- end }}
 {{- toYaml $env }}
 {{- end }}
@@ -307,4 +319,72 @@ need the ServiceAccount token and the ClusterRole.
 {{- if or (eq .Values.tls.mode "selfManaged") (include "migration-injector.manageCaBundle" .) }}
 {{- print "true" }}
 {{- end }}
+{{- end }}
+
+
+{{/*
+The controller (run-once mode): its own name, labels and selector. Its pods must not carry the
+webhook's selector labels (app.kubernetes.io/name + instance), or the webhook's Service, PDB,
+NetworkPolicy and anti-affinity would select them: its app.kubernetes.io/name is <name>-controller.
+*/}}
+{{- define "migration-injector.controllerName" -}}
+{{- printf "%s-controller" (include "migration-injector.fullname" .) }}
+{{- end }}
+
+{{- define "migration-injector.controllerSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-controller" (include "migration-injector.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "migration-injector.controllerLabels" -}}
+helm.sh/chart: {{ include "migration-injector.chart" . }}
+{{ include "migration-injector.controllerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: controller
+migrations.io/injection: disabled
+{{- with omit .Values.commonLabels "migrations.io/injection" }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount of the controller (always its own: its RBAC is not the webhook's). */}}
+{{- define "migration-injector.controllerServiceAccountName" -}}
+{{- include "migration-injector.controllerName" . }}
+{{- end }}
+
+{{/* The leader election Lease (in the release namespace). */}}
+{{- define "migration-injector.leaseName" -}}
+{{- .Values.controller.leaseName | default (include "migration-injector.controllerName" .) }}
+{{- end }}
+
+{{/* Admin port of the controller (/healthz, /readyz, /metrics): the binary's default 8081. */}}
+{{- define "migration-injector.controllerAdminPort" -}}
+8081
+{{- end }}
+
+{{/*
+The controller's environment: its namespace and pod name (the Lease and its holder), the Lease,
+the admin address, the run settings when set, and the log settings shared with the webhook.
+*/}}
+{{- define "migration-injector.controllerEnv" -}}
+{{- $c := .Values.config }}
+{{- $k := .Values.controller }}
+{{- $env := list }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_NAMESPACE" "valueFrom" (dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.namespace"))) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_POD_NAME" "valueFrom" (dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.name"))) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_LEASE_NAME" "value" (include "migration-injector.leaseName" .)) }}
+{{- $env = append $env (dict "name" "MIGRATION_INJECTOR_ADMIN_LISTEN" "value" (printf "0.0.0.0:%s" (include "migration-injector.controllerAdminPort" .))) }}
+{{- range list (list "MIGRATION_INJECTOR_MAX_ATTEMPTS" $k.maxAttempts) (list "MIGRATION_INJECTOR_JOB_DEADLINE_SECONDS" $k.jobDeadlineSeconds) }}
+{{- if not (kindIs "invalid" (index . 1)) }}
+{{- $env = append $env (dict "name" (index . 0) "value" (index . 1 | int64 | toString)) }}
+{{- end }}
+{{- end }}
+{{- range list (list "MIGRATION_INJECTOR_LOG_FORMAT" $c.logFormat) (list "MIGRATION_INJECTOR_LOG_LEVEL" $c.logLevel) }}
+{{- $v := index . 1 }}
+{{- if and (not (kindIs "invalid" $v)) (ne (toString $v) "") }}
+{{- $env = append $env (dict "name" (index . 0) "value" (toString $v)) }}
+{{- end }}
+{{- end }}
+{{- toYaml $env }}
 {{- end }}

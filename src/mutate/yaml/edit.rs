@@ -34,7 +34,10 @@ fn unsupported<T>(why: impl Into<String>) -> Result<T, Unsupported> {
 
 /// Applies edits to `text`. Edits must not overlap.
 pub fn apply(text: &str, mut edits: Vec<TextEdit>) -> Result<String, Unsupported> {
-    edits.sort_by_key(|e| (e.start, e.end));
+    // Insertions at the same place (the end of a nested block is also the end of its parents):
+    // the more indented first, since it belongs to the innermost block, which ends there.
+    let indent = |e: &TextEdit| e.text.len() - e.text.trim_start_matches(' ').len();
+    edits.sort_by_key(|e| (e.start, e.end, std::cmp::Reverse(indent(e))));
     let mut out =
         String::with_capacity(text.len() + edits.iter().map(|e| e.text.len()).sum::<usize>());
     let mut at = 0;

@@ -124,22 +124,24 @@ postgres_host() {
   fi
 }
 
-db_url() { printf 'postgres://postgres:pass@%s:5432/app?sslmode=disable' "$1"; }
+# db_url HOST [DATABASE]: the URL of PostgreSQL's database (app by default).
+db_url() { printf 'postgres://postgres:pass@%s:5432/%s?sslmode=disable' "$1" "${2:-app}"; }
 
-# create_secret NS TOOL DB_HOST: the Secret atlas-project with the tool's config for DB_HOST.
+# create_secret NS TOOL DB_HOST [DATABASE]: the Secret atlas-project with the tool's config for
+# DB_HOST (database app by default).
 create_secret() {
-  local ns=$1 tool=$2 host=$3 key content line
+  local ns=$1 tool=$2 host=$3 db=${4:-app} key content line
   key="$(tool_setting "$tool" secret_key)"
   case "$tool" in
     atlas)
       content="env \"k8s\" {
-  url = \"$(db_url "$host")\"
+  url = \"$(db_url "$host" "$db")\"
   migration {
     dir = \"file:///migrations\"
   }
 }"
       ;;
-    dbmate) content="DATABASE_URL=$(db_url "$host")" ;;
+    dbmate) content="DATABASE_URL=$(db_url "$host" "$db")" ;;
   esac
   step "Create Secret atlas-project ($key -> $host)"
   info "$key:"

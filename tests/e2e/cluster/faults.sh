@@ -146,6 +146,64 @@ fault_sigkill_container() {
   checkpoint "SIGKILL of one webhook container"
 }
 
+# fault_oom_container REL SOCK LOAD: one webhook container killed by the kernel for exceeding its
+# memory limit, under load: its memory cgroup's limit is lowered to what it uses now plus 2 MiB,
+# then large AdmissionReviews (5 MiB each, within --max-body-bytes and the memory budget) are sent
+# straight to its pod: the kernel OOM-kills it, kubelet restarts it (the pod's status says
+# OOMKilled), and failures are limited as for SIGKILL.
+fault_oom_container() {
+  local rel=$1 sock=$2 wns=${1%%/*}
+  shift 2
+  step "Fault: one webhook container killed for exceeding its memory limit (OOM) under load"
+  ((E2E_DRY_RUN)) && { show echo '<usage + 2 MiB>' '>' '<its memory cgroup>/memory.limit_in_bytes'; return 0; }
+  local pod pid restarts at ready memcg usage ip port big reason
+  pod="$(webhook_pods "$rel" running)"
+  pod="${pod%% *}" pod="${pod#pod/}"
+  restarts="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.containerStatuses[0].restartCount}')"
+  ip="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.podIP}')"
+  port="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.spec.containers[0].ports[?(@.name=="webhook")].containerPort}')"
+  pid="$(container_pid "$sock" "$wns" "$pod")"
+  [[ -n "$pid" ]] || die "no containerd task for pod $pod"
+  memcg="/sys/fs/cgroup/memory$(awk -F: '$2 ~ /(^|,)memory(,|$)/ { print $3 }' "/proc/$pid/cgroup")"
+  [[ -f "$memcg/memory.limit_in_bytes" ]] || die "no memory cgroup for pid $pid ($memcg)"
+  big="$(mktemp)"
+  python3 - "$big" <<'PY'
+import json, sys
+value = "x" * (5 * 1024 * 1024)
+review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "oom", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+    "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+    "namespace": "oom", "operation": "CREATE", "object": {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "big", "annotations": {"big": value}},
+        "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "c", "image": "c"}]}}}}}}
+open(sys.argv[1], "w").write(json.dumps(review))
+PY
+  admission_loop_start oom "$@"
+  sleep 3
+  usage="$(cat "$memcg/memory.usage_in_bytes")"
+  info "  pod $pod: container pid $pid, $(memory_of "$pid"), cgroup usage $((usage / 1048576)) MiB; limit lowered to usage + 2 MiB"
+  at="$(since "$ADMISSION_T0")"
+  echo $((usage + 2 * 1048576)) >"$memcg/memory.limit_in_bytes" || die "lowering the memory limit of $memcg"
+  local senders=()
+  for _ in 1 2 3 4 5 6 7 8; do
+    "${E2E_NET[@]}" curl -sk -m 10 -o /dev/null -H 'content-type: application/json' \
+      --data-binary "@$big" "https://$ip:$port/mutate" &
+    senders+=($!)
+  done
+  wait_ready_again "$wns" "$pod" "$restarts" ready
+  # Only the senders (the load generator runs in the background too).
+  wait "${senders[@]}" 2>/dev/null || true
+  rm -f "$big"
+  sleep 3
+  admission_loop_end "OOM kill of a webhook container"
+  reason="$(kget -n "$wns" get pod "$pod" -o 'jsonpath={.status.containerStatuses[0].lastState.terminated.reason}')"
+  fault_report "OOM kill of one webhook container" "$at" "last state $reason; the pod Ready again ${ready} s after the limit was lowered"
+  expect "the container's last state" "OOMKilled" printf '%s' "$reason"
+  assert_fault_bounded "OOM kill of one webhook container" "$FAULT_WINDOW_BOUND"
+  checkpoint "OOM kill of one webhook container"
+}
+
 # fault_delete_all_pods REL REPLICAS LOAD: every webhook pod deleted at once (--wait=false) under
 # load: admissions fail until a new pod is Ready; how long, and never without the init container.
 fault_delete_all_pods() {
@@ -265,6 +323,98 @@ fault_apiserver_restart() {
   checkpoint "kube-apiserver restart"
 }
 
+# fault_restart_component REL NODE_DIR NAME LOAD: kubelet or containerd stopped (by its pid) for a
+# few seconds and started again (node/cluster.sh stop/start) under load. The webhook's containers
+# outlive both (containerd's shims keep them running), so not one admission may fail, and the same
+# pods serve afterwards, not restarted.
+fault_restart_component() {
+  local rel=$1 node_dir=$2 name=$3 wns=${1%%/*} cluster="$E2E_DIR/node/cluster.sh"
+  shift 3
+  step "Fault: $name restarted under load"
+  ((E2E_DRY_RUN)) && { show "$cluster" stop "$node_dir" "$name"; return 0; }
+  local before after restarts_before restarts_after t0 down_s up_s
+  before="$(webhook_pods "$rel" running)"
+  restarts_before="$(kget -n "$wns" get pods -l "app.kubernetes.io/instance=${rel#*/}" -o 'jsonpath={.items[*].status.containerStatuses[0].restartCount}')"
+  admission_loop_start "restart-$name" "$@"
+  sleep 3
+  t0=$EPOCHREALTIME
+  run "$cluster" stop "$node_dir" "$name" 10 || failed "stopping $name"
+  down_s="$(since "$t0")"
+  sleep 5
+  run "$cluster" start "$node_dir" "$name" || die "$name did not come back"
+  up_s="$(since "$t0")"
+  # kubelet re-reads its pods and probes them again: the node and the webhook pods stay Ready.
+  kube wait --for=condition=Ready node --all --timeout="${E2E_TIMEOUT}s" || failed "node not Ready after the $name restart"
+  sleep 5
+  admission_loop_end "$name restart"
+  fault_report "$name restarted" "" "stopped in ${down_s} s, running again ${up_s} s after the stop"
+  if (($(summary_field .failed) == 0 && $(summary_field .not_injected) == 0 && $(summary_field .admissions) > 0)); then
+    ok "$name restart: not one admission failed, every one injected"
+  else failed "$name restart: admissions failed or were not injected"; fi
+  after="$(webhook_pods "$rel" running)"
+  restarts_after="$(kget -n "$wns" get pods -l "app.kubernetes.io/instance=${rel#*/}" -o 'jsonpath={.items[*].status.containerStatuses[0].restartCount}')"
+  if [[ "$after" == "$before" && "$restarts_after" == "$restarts_before" ]]; then
+    ok "$name restart: the same webhook pods serve, not restarted ($after)"
+  else failed "$name restart: webhook pods changed: before $before ($restarts_before restarts), after $after ($restarts_after)"; fi
+  checkpoint "$name restart"
+}
+
+# endpoint_ips REL: the webhook Service's ready endpoint addresses, space-separated.
+endpoint_ips() {
+  kget -n "${1%%/*}" get endpoints "$(webhook_deployment "$1")" -o 'jsonpath={.subsets[*].addresses[*].ip}' 2>/dev/null || true
+}
+
+# fault_partition_replica REL LOAD: one replica stops answering without dying: every packet the
+# node sends to its pod IP (the API server's requests, kubelet's probes) is dropped inside the
+# node's network namespace. Measured: the failures, and how long until readiness takes it out of
+# the Service's endpoints (then the API server stops sending it requests); then the drop is lifted
+# and it serves again.
+fault_partition_replica() {
+  local rel=$1 wns=${1%%/*}
+  shift
+  step "Fault: one webhook replica stops answering (its traffic dropped in the node's network namespace) under load"
+  local rule=(OUTPUT -d '<pod IP>' -j DROP)
+  ((E2E_DRY_RUN)) && { show "${E2E_NET[@]}" iptables -w -I "${rule[@]}"; return 0; }
+  local pod ip at t0 out_s="" back_s="" deadline
+  pod="$(webhook_pods "$rel" running)"
+  pod="${pod%% *}"
+  ip="$(kget -n "$wns" get "$pod" -o 'jsonpath={.status.podIP}')"
+  [[ -n "$ip" ]] || die "no pod IP for $pod"
+  rule=(OUTPUT -d "$ip" -j DROP)
+  admission_loop_start partition "$@"
+  sleep 3
+  at="$(since "$ADMISSION_T0")"
+  t0=$EPOCHREALTIME
+  run "${E2E_NET[@]}" iptables -w -I "${rule[@]}" || die "dropping the traffic to $ip"
+  deadline=$((SECONDS + E2E_TIMEOUT))
+  while [[ " $(endpoint_ips "$rel") " == *" $ip "* ]]; do
+    if ((SECONDS > deadline)); then failed "$ip still in the endpoints after ${E2E_TIMEOUT}s"; break; fi
+    sleep 0.2
+  done
+  out_s="$(since "$t0")"
+  # Some more load with the replica out of the endpoints: nothing may fail any more.
+  sleep 8
+  run "${E2E_NET[@]}" iptables -w -D "${rule[@]}" || failed "lifting the drop of $ip"
+  deadline=$((SECONDS + E2E_TIMEOUT))
+  until [[ " $(endpoint_ips "$rel") " == *" $ip "* ]]; do
+    if ((SECONDS > deadline)); then failed "$ip not back in the endpoints after ${E2E_TIMEOUT}s"; break; fi
+    sleep 0.2
+  done
+  back_s="$(since "$t0")"
+  sleep 3
+  admission_loop_end "one replica partitioned"
+  fault_report "one replica stops answering (traffic dropped)" "$at" \
+    "out of the endpoints ${out_s} s after the drop (readiness probe), back ${back_s} s after it (the drop lifted at +$(awk -v o="$out_s" 'BEGIN { printf "%.1f", o + 8 }') s)"
+  assert_fault_bounded "one replica stops answering" "$FAULT_WINDOW_BOUND"
+  # Once it is out of the endpoints, requests go to the other replica only.
+  local late
+  late="$(jq -rs --argjson t "$(awk -v a="$at" -v o="$out_s" 'BEGIN { printf "%.1f", (a + o + 1) * 1000 }')" \
+    'map(select(.outcome == "failed" and .at_ms > $t)) | length' <<<"$ADMISSION_RECORDS")"
+  if ((late == 0)); then ok "one replica stops answering: no failure once it left the endpoints"
+  else failed "one replica stops answering: $late failures after it left the endpoints"; fi
+  checkpoint "one replica partitioned"
+}
+
 # wait_for_webhook_quiet NS TEMPLATE IMAGE: one server-side dry run comes back injected (quietly).
 wait_for_webhook_quiet() {
   local out
@@ -330,16 +480,24 @@ fault_resource_figures() {
   checkpoint "resource figures"
 }
 
-# run_fault_scenarios REL SOCK WEBHOOK_IMAGE REPLICAS LOAD: the faults of tls.mode=helm, in order.
+# run_fault_scenarios REL SOCK WEBHOOK_IMAGE REPLICAS NODE_DIR LOAD: the faults of tls.mode=helm, in order.
 run_fault_scenarios() {
-  local rel=$1 sock=$2 webhook_image=$3 replicas=$4
-  shift 4
+  local rel=$1 sock=$2 webhook_image=$3 replicas=$4 node_dir=$5
+  shift 5
   fault_resource_figures "$rel" "$sock" "$webhook_image" 10 "$@"
   e2e_mark "faults: resource figures"
   fault_sigkill_container "$rel" "$sock" "$@"
   e2e_mark "faults: SIGKILL of a webhook container"
+  fault_oom_container "$rel" "$sock" "$@"
+  e2e_mark "faults: OOM kill of a webhook container"
   fault_delete_all_pods "$rel" "$replicas" "$@"
   e2e_mark "faults: every webhook pod deleted"
+  fault_restart_component "$rel" "$node_dir" containerd "$@"
+  e2e_mark "faults: containerd restarted"
+  fault_restart_component "$rel" "$node_dir" kubelet "$@"
+  e2e_mark "faults: kubelet restarted"
+  fault_partition_replica "$rel" "$@"
+  e2e_mark "faults: one replica partitioned"
   # Unpaced (rate 0) the rollout lost 1 admission in 6208 (EOF: a request on a connection the old
   # pod closed at the end of its shutdown delay); at 25/s it loses none.
   fault_rollout_unpaced "$rel" "$E2E_LOAD_RATE" "$@"

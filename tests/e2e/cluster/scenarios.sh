@@ -26,6 +26,8 @@ source "$_cluster_dir/tls.sh"
 source "$_cluster_dir/chart.sh"
 # shellcheck source=faults.sh
 source "$_cluster_dir/faults.sh"
+# shellcheck source=run_once.sh
+source "$_cluster_dir/run_once.sh"
 
 # e2e_scenarios KEY=VALUE... [-- HELM_ARGS...]: every scenario, in order. HELM_ARGS (the image
 # values for this cluster) go to every helm upgrade that changes the TLS mode. Keys (the ones
@@ -53,10 +55,12 @@ source "$_cluster_dir/faults.sh"
 #                    under load (cluster/faults.sh: SIGKILL of a webhook container, every pod
 #                    deleted, a rollout restart under load, resource figures, kube-apiserver
 #                    restarted) ["": skipped]
+#   cert_manager     1: cert-manager runs in the cluster (kind): the switches into and out of
+#                    tls.mode=certManager under load (cluster/tls.sh) [0]
 e2e_scenarios() {
   local -A a=([app_labels]=migrations.io/injection=enabled [broken_image]="" [pull_policy]=""
     [postgres_image]="" [app_image]="" [db_host]=dns [chart]="" [webhook_replicas]=""
-    [expect_security_context]=1 [skip_rerun]=0 [containerd_socket]="" [registry]="" [host_network]=0 [node_dir]="")
+    [expect_security_context]=1 [skip_rerun]=0 [containerd_socket]="" [registry]="" [host_network]=0 [node_dir]="" [cert_manager]=0)
   while (($#)) && [[ "$1" != -- ]]; do
     [[ "$1" == *=* && -v "a[${1%%=*}]" || "${1%%=*}" =~ ^(app_ns|tool|image|release|webhook_image)$ ]] ||
       die "e2e_scenarios: unknown argument $1"
@@ -115,7 +119,7 @@ e2e_scenarios() {
   [[ -n "${a[node_dir]}" && -n "${a[containerd_socket]}" ]] && faults=1
   # Faults under load (node only): what fails, for how long; what the webhook costs.
   if ((faults)); then
-    run_fault_scenarios "$rel" "${a[containerd_socket]}" "${a[webhook_image]}" "${a[webhook_replicas]:-1}" "${load[@]}"
+    run_fault_scenarios "$rel" "${a[containerd_socket]}" "${a[webhook_image]}" "${a[webhook_replicas]:-1}" "${a[node_dir]}" "${load[@]}"
   fi
   # The webhook's own upgrade while it is down, then its TLS modes, each under load.
   assert_own_upgrade_while_down "$rel" "$chart" "${load[@]}"
@@ -133,9 +137,17 @@ e2e_scenarios() {
   fi
   assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" helm "" "$@"
   e2e_mark "selfManaged -> helm under load"
+  if [[ "${a[cert_manager]}" == 1 ]]; then
+    run_cert_manager_scenario "$rel" "$chart" "${load[@]}" "$@"
+    e2e_mark "helm <-> certManager under load"
+  fi
   if [[ "${a[host_network]}" == 1 ]]; then
     assert_host_network "$rel" "$chart" "${load[@]}"
     e2e_mark "deployment.hostNetwork"
   fi
+  # Run-once mode (issue 18): last, as it adds the controller (put back to off at its end).
+  run_once_scenario "$rel" "$chart" "$ns-once" "$template" "$image" "${a[broken_image]}" "$tool" \
+    "$db_host" "$ns" "${a[containerd_socket]}" -- "$@"
+  e2e_mark "run-once mode (controller, MigrationRuns)"
   ((E2E_DRY_RUN)) || rm -f "$template"
 }

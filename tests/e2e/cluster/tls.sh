@@ -152,3 +152,148 @@ assert_only_chart_rbac() {
 
 # can_i ARGS...: kubectl auth can-i, printing yes/no whatever its exit status.
 can_i() { kget auth can-i "$@" || true; }
+
+# ---------------------------------------------------------------------------------------------
+# tls.mode=certManager (kind: cert-manager installed by the runner, e2e_scenarios cert_manager=1)
+# ---------------------------------------------------------------------------------------------
+
+# run_cert_manager_scenario REL CHART LOAD [helm args...]: from tls.mode=helm, into and out of
+# tls.mode=certManager under load, with the caBundle kept by the replicas (tls.manageCaBundle) and
+# by cert-manager's cainjector (annotation cert-manager.io/inject-ca-from), in this order:
+#   1. helm -> certManager, tls.manageCaBundle=true: zero failed admissions (the replicas add
+#      cert-manager's CA beside the live one and serve its certificate only once it is there);
+#   2. tls.manageCaBundle=false: cainjector takes the caBundle over: zero failed;
+#   3. -> helm (from cainjector): zero failed (the chart renders helm's new CA and the live one);
+#   4. helm -> certManager with cainjector directly (the chart's default): cainjector replaces the
+#      caBundle with cert-manager's CA alone while the old pods still serve helm's certificate, so
+#      the chart's README expects a short window of failed admissions: measured, and asserted to be
+#      bounded (FAULT_WINDOW_BOUND), never a Deployment admitted without the init container, and
+#      admissions succeed again;
+#   5. tls.manageCaBundle=true (from cainjector): zero failed;
+#   6. -> helm (from tls.manageCaBundle): zero failed.
+# After each switch: in certManager the Certificate <fullname>-tls is Ready; the caBundle holds
+# the CA of the Secret the pods mount (exactly that CA when cainjector owns it); every replica
+# serves a certificate that verifies against that CA alone and against the live caBundle; the
+# webhook injects (wait_for_webhook). Ends in tls.mode=helm.
+run_cert_manager_scenario() {
+  local rel=$1 chart=$2 load=("$3" "$4" "$5")
+  shift 5
+  local off=(--set tls.manageCaBundle=false) on=(--set tls.manageCaBundle=true)
+  assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" certManager \
+    "tls.mode=certManager with tls.manageCaBundle=true (from tls.mode=helm)" "$@" "${on[@]}"
+  assert_serves_secret_ca "$rel" certManager replicas "${load[@]}"
+  assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" certManager \
+    "cert-manager's cainjector owning the caBundle (tls.mode=certManager, tls.manageCaBundle=false)" "$@" "${off[@]}"
+  assert_serves_secret_ca "$rel" certManager cainjector "${load[@]}"
+  assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" helm \
+    "tls.mode=helm (from certManager with cainjector)" "$@" "${off[@]}"
+  assert_serves_secret_ca "$rel" helm chart "${load[@]}"
+  cert_manager_switch_measured "$rel" "$chart" "${load[@]}" "$@" "${off[@]}"
+  assert_serves_secret_ca "$rel" certManager cainjector "${load[@]}"
+  assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" certManager \
+    "tls.manageCaBundle=true (tls.mode=certManager, from cainjector)" "$@" "${on[@]}"
+  assert_serves_secret_ca "$rel" certManager replicas "${load[@]}"
+  assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" helm \
+    "tls.mode=helm (from certManager with tls.manageCaBundle)" "$@" "${off[@]}"
+  assert_serves_secret_ca "$rel" helm chart "${load[@]}"
+}
+
+# cert_manager_switch_measured REL CHART LOAD [helm args...]: helm upgrade from tls.mode=helm to
+# tls.mode=certManager with cainjector under load; the failed admissions and their window (from
+# the upgrade's start) go to the availability report; asserted: bounded (assert_fault_bounded).
+cert_manager_switch_measured() {
+  local rel=$1 chart=$2 load=("$3" "$4" "$5") wns=${1%%/*} release=${1#*/}
+  local what="tls.mode=certManager with cainjector (from tls.mode=helm)"
+  shift 5
+  step "Admissions while helm upgrade switches to $what: the documented window of failures, measured"
+  ((E2E_DRY_RUN)) && { show "${E2E_HELM[@]}" upgrade "$release" "$chart" --reuse-values --set tls.mode=certManager "$@" --wait; return 0; }
+  local before at
+  before="$(webhook_pods "$rel")"
+  admission_loop_start switch-cainjector "${load[@]}"
+  sleep 3
+  at="$(since "$ADMISSION_T0")"
+  run "${E2E_HELM[@]}" upgrade "$release" "$chart" --namespace "$wns" --reuse-values \
+    --set tls.mode=certManager "$@" --wait --timeout "${E2E_TIMEOUT}s" || failed "helm upgrade to $what"
+  kube -n "$wns" rollout status "deployment/$(webhook_deployment "$rel")" --timeout="${E2E_TIMEOUT}s" || failed "rollout"
+  # shellcheck disable=SC2086 # one word per pod
+  kube -n "$wns" wait --for=delete $before --timeout="${E2E_TIMEOUT}s" || failed "old webhook pods still there"
+  sleep 3
+  admission_loop_end "helm upgrade to $what"
+  fault_report "helm -> $what" "$at"
+  assert_fault_bounded "helm -> $what" "$FAULT_WINDOW_BOUND"
+  checkpoint "the switch to $what"
+}
+
+# assert_serves_secret_ca REL MODE OWNER LOAD: after a switch to tls.mode=MODE (certManager | helm)
+# whose caBundle is kept by OWNER (cainjector | replicas | chart): in certManager the Certificate
+# <fullname>-tls is Ready and the namespaceSelector leaves out the cert-manager namespace; the
+# annotation cert-manager.io/inject-ca-from names that Certificate exactly when cainjector owns
+# the caBundle; the caBundle holds the CA (ca.crt) of the Secret the pods mount, and is exactly
+# that CA with cainjector (waited for, at most E2E_TIMEOUT); every replica serves a certificate
+# that verifies against that CA alone and against the live caBundle; the webhook injects.
+assert_serves_secret_ca() {
+  local rel=$1 mode=$2 owner=$3 wns=${1%%/*} release=${1#*/} full secret annotation="" keeper
+  shift 3
+  case "$owner" in
+    cainjector) keeper="cert-manager's cainjector" ;;
+    replicas) keeper="the replicas (tls.manageCaBundle)" ;;
+    *) keeper="the chart" ;;
+  esac
+  full="$(webhook_deployment "$rel")"
+  secret="$full-tls"
+  [[ "$mode" == certManager ]] && secret="$full-cert-manager-tls"
+  [[ "$owner" == cainjector ]] && annotation="$wns/$full-tls"
+  step "tls.mode=$mode, caBundle kept by $keeper: each replica serves a certificate of Secret $secret's CA, which the caBundle trusts"
+  local mwc=("${E2E_KUBECTL[@]}" get mutatingwebhookconfigurations -l "app.kubernetes.io/instance=$release")
+  if [[ "$mode" == certManager ]]; then
+    kube -n "$wns" wait --for=condition=Ready "certificate/$full-tls" --timeout="${E2E_TIMEOUT}s" ||
+      failed "Certificate $full-tls not Ready"
+    local excluded=("${mwc[@]}" -o 'jsonpath={range .items[0].webhooks[0].namespaceSelector.matchExpressions[*].values[*]}{@}{"\n"}{end}')
+    show "${excluded[@]}"
+    if ((E2E_DRY_RUN)); then info "  expect (the webhook leaves out the cert-manager namespace): cert-manager among them"
+    elif "${excluded[@]}" | grep -qx cert-manager; then ok "the webhook leaves out the cert-manager namespace"
+    else failed "the namespaceSelector does not leave out the cert-manager namespace"; fi
+  fi
+  expect "annotation cert-manager.io/inject-ca-from" "$annotation" \
+    "${mwc[@]}" -o 'jsonpath={.items[0].metadata.annotations.cert-manager\.io/inject-ca-from}'
+  show "${E2E_KUBECTL[@]}" -n "$wns" get "secret/$secret" -o 'jsonpath={.data.ca\.crt}'
+  show "${mwc[@]}" -o 'jsonpath={.items[0].webhooks[0].clientConfig.caBundle}'
+  if [[ "$owner" == cainjector ]]; then info "  (until the caBundle is that ca.crt alone)"
+  else info "  (until the caBundle holds that ca.crt)"; fi
+  if ((E2E_DRY_RUN == 0)); then
+    local dir want have deadline=$((SECONDS + E2E_TIMEOUT))
+    dir="$(mktemp -d)"
+    kget -n "$wns" get "secret/$secret" -o 'jsonpath={.data.ca\.crt}' | base64 -d >"$dir/ca.crt"
+    want="$(pem_fingerprints "$dir/ca.crt")"
+    while :; do
+      "${mwc[@]}" -o 'jsonpath={.items[0].webhooks[0].clientConfig.caBundle}' | base64 -d >"$dir/bundle"
+      have="$(pem_fingerprints "$dir/bundle")"
+      if [[ -n "$want" && ( "$have" == "$want" || ( "$owner" != cainjector && $'\n'"$have"$'\n' == *$'\n'"$want"$'\n'* ) ) ]]; then
+        ok "the caBundle ($(grep -c . <<<"$have") CA(s)) holds $secret's CA${annotation:+ alone}"
+        break
+      fi
+      if ((SECONDS > deadline)); then
+        failed "the caBundle (${have//$'\n'/ }) does not hold $secret's CA (${want:-none})${annotation:+ alone} after ${E2E_TIMEOUT}s"
+        break
+      fi
+      sleep 1
+    done
+    assert_replicas_serve "$rel" "$full" "$dir/ca.crt" "$secret's CA alone"
+    assert_replicas_serve "$rel" "$full" "$dir/bundle" "the live caBundle"
+    rm -rf "$dir"
+  fi
+  checkpoint "tls.mode=$mode with the caBundle kept by $keeper"
+  wait_for_webhook "$@"
+}
+
+# pem_fingerprints FILE: the SHA-256 fingerprint of each certificate in the PEM FILE, sorted, one a line.
+pem_fingerprints() {
+  local pem="" line
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    pem+="$line"$'\n'
+    if [[ "$line" == "-----END CERTIFICATE-----" ]]; then
+      openssl x509 -noout -fingerprint -sha256 <<<"$pem" | sed 's/.*=//'
+      pem=""
+    fi
+  done <"$1" | sort
+}

@@ -87,7 +87,7 @@ if ! command -v shellcheck >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1
     { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1; } || true
 fi
 SCRIPTS=(run.sh check.sh ../cluster/scenarios.sh ../cluster/lib.sh ../cluster/app.sh ../cluster/availability.sh
-  ../cluster/tls.sh ../cluster/chart.sh testdata/fakebin/docker testdata/fakebin/kind testdata/fakebin/kubectl
+  ../cluster/tls.sh ../cluster/chart.sh ../cluster/faults.sh testdata/fakebin/docker testdata/fakebin/kind testdata/fakebin/kubectl
   testdata/fakebin/helm testdata/fakebin/_log.sh)
 for s in "${SCRIPTS[@]}"; do
   if bash -n "$s"; then pass "bash -n $s"; else fail "bash -n $s"; fi
@@ -166,6 +166,10 @@ contains_in_order "dry run prints the main steps in order" "$out" \
   "docker build --build-arg ATLAS_IMAGE=arigaio/atlas:latest-alpine -t migrations:e2e $HERE/migrations" \
   "kind load docker-image migration-injector:e2e --name migration-injector-e2e" \
   "kind load docker-image migrations:e2e --name migration-injector-e2e" \
+  "==> [7] Install cert-manager v1.16.2" \
+  "kubectl --context kind-migration-injector-e2e apply -f https://github.com/cert-manager/cert-manager/releases/download/v1.16.2/cert-manager.yaml" \
+  "-n cert-manager wait --for=condition=Available --timeout=300s deployment/cert-manager deployment/cert-manager-cainjector deployment/cert-manager-webhook" \
+  "<Issuer e2e-cert-manager-probe, selfSigned> | kubectl --context kind-migration-injector-e2e -n default create --dry-run=server -f -" \
   "helm --kube-context kind-migration-injector-e2e upgrade --install migration-injector $TMP/root-chart/charts/migration-injector" \
   "--set image.repository=migration-injector --set image.tag=e2e --set image.pullPolicy=Never --set tls.mode=helm --wait" \
   "expect (webhook image): migration-injector:e2e" \
@@ -188,6 +192,28 @@ contains_in_order "dry run prints the main steps in order" "$out" \
   "--set tls.existingSecret=migration-injector-serving-tls" "switches to tls.manageCaBundle=true" "--set tls.manageCaBundle=true" \
   "replaced by a certificate of a new CA" "switches to tls.mode=selfManaged" \
   "admissions while one webhook pod is deleted" "switches to tls.mode=helm" \
+  "switches to tls.mode=certManager with tls.manageCaBundle=true (from tls.mode=helm)" \
+  "--reuse-values --set tls.mode=certManager --set image.repository=migration-injector" "--set tls.manageCaBundle=true --wait" \
+  "caBundle kept by the replicas (tls.manageCaBundle)" \
+  "-n migration-injector wait --for=condition=Ready certificate/migration-injector-tls" \
+  "expect (the webhook leaves out the cert-manager namespace): cert-manager" \
+  "jsonpath={.items[0].metadata.annotations.cert-manager\\.io/inject-ca-from}" "expect (annotation cert-manager.io/inject-ca-from): ''" \
+  "get secret/migration-injector-cert-manager-tls" "until the caBundle holds that ca.crt" \
+  "Wait until the webhook mutates an annotated Deployment" \
+  "switches to cert-manager's cainjector owning the caBundle" "--set tls.mode=certManager" "--set tls.manageCaBundle=false --wait" \
+  "caBundle kept by cert-manager's cainjector" "wait --for=condition=Ready certificate/migration-injector-tls" \
+  "expect (annotation cert-manager.io/inject-ca-from): migration-injector/migration-injector-tls" \
+  "until the caBundle is that ca.crt alone" "Wait until the webhook mutates" \
+  "switches to tls.mode=helm (from certManager with cainjector)" "--set tls.mode=helm" "--set tls.manageCaBundle=false --wait" \
+  "tls.mode=helm, caBundle kept by the chart" "expect (annotation cert-manager.io/inject-ca-from): ''" \
+  "get secret/migration-injector-tls" "Wait until the webhook mutates" \
+  "switches to tls.mode=certManager with cainjector (from tls.mode=helm): the documented window of failures, measured" \
+  "--set tls.mode=certManager" "--set tls.manageCaBundle=false --wait" \
+  "caBundle kept by cert-manager's cainjector" "until the caBundle is that ca.crt alone" "Wait until the webhook mutates" \
+  "switches to tls.manageCaBundle=true (tls.mode=certManager, from cainjector)" "--set tls.manageCaBundle=true --wait" \
+  "caBundle kept by the replicas (tls.manageCaBundle)" "Wait until the webhook mutates" \
+  "switches to tls.mode=helm (from certManager with tls.manageCaBundle)" "--set tls.mode=helm" "--set tls.manageCaBundle=false --wait" \
+  "tls.mode=helm, caBundle kept by the chart" "Wait until the webhook mutates" \
   "kind delete cluster --name migration-injector-e2e" "==> dry run: nothing was executed"
 if [[ ! -s "$TMP/dry.log" ]]; then pass "dry run executed none of docker/kind/kubectl/helm"
 else fail "dry run executed: $(tr '\n' ';' <"$TMP/dry.log")"; fi
@@ -201,15 +227,31 @@ out="$(dry env REPO_ROOT="$TMP/root-chart" KIND_CLUSTER=other KIND_NODE_IMAGE=ki
 contains_in_order "dry run honours KIND_CLUSTER, KIND_NODE_IMAGE" "$out" \
   "kind create cluster --name other" "--image kindest/node:v1.30.0" "kubectl --context kind-other"
 lacks "dry run honours KEEP_CLUSTER=1" "$out" "kind delete cluster"
+out="$(dry env REPO_ROOT="$TMP/root-chart" CERT_MANAGER_VERSION=v1.10.2 ./run.sh --dry-run 2>&1)" || fail "dry run with CERT_MANAGER_VERSION exited $?"
+contains_in_order "dry run honours CERT_MANAGER_VERSION" "$out" \
+  "Install cert-manager v1.10.2" "releases/download/v1.10.2/cert-manager.yaml" "tls.mode=certManager"
+out="$(dry env REPO_ROOT="$TMP/root-chart" CERT_MANAGER_VERSION= ./run.sh --dry-run 2>&1)" || fail "dry run with CERT_MANAGER_VERSION= exited $?"
+contains_in_order "dry run: an empty CERT_MANAGER_VERSION is the default" "$out" "releases/download/v1.16.2/cert-manager.yaml"
+out="$(dry env REPO_ROOT="$TMP/root-chart" SKIP_CERT_MANAGER=1 ./run.sh --dry-run 2>&1)" || fail "dry run with SKIP_CERT_MANAGER=1 exited $?"
+contains_in_order "dry run honours SKIP_CERT_MANAGER=1 (printed)" "$out" \
+  "Install cert-manager" "SKIP_CERT_MANAGER=1: cert-manager is not installed" "switches to tls.mode=helm" "kind delete cluster"
+lacks "SKIP_CERT_MANAGER=1: no cert-manager manifest" "$out" "cert-manager.yaml"
+lacks "SKIP_CERT_MANAGER=1: no certManager switch" "$out" "--set tls.mode=certManager"
 out="$(dry env REPO_ROOT="$TMP/root-manifest" ./run.sh --dry-run 2>&1)" || fail "dry run (no chart) exited $?"
 contains_in_order "without a chart, dry run falls back to manifests/install.yaml" "$out" \
   "Install the webhook from $TMP/root-manifest/manifests/install.yaml" \
   "$TMP/root-manifest/manifests/install.yaml | kubectl --context kind-migration-injector-e2e apply -f -" \
   "rollout status deployment/<name>"
 lacks "without a chart, no helm" "$out" "helm --kube-context"
+lacks "without a chart, no cert-manager" "$out" "cert-manager"
+if [[ ! -s "$TMP/dry.log" ]]; then pass "none of the dry runs executed docker/kind/kubectl/helm"
+else fail "a dry run executed: $(tr '\n' ';' <"$TMP/dry.log")"; fi
 if dry ./run.sh --dry-run >/dev/null 2>&1; then pass "run.sh --dry-run on this repository exits 0"
 else fail "run.sh --dry-run on this repository"; fi
 if ./run.sh --help | grep -q 'KIND_CLUSTER'; then pass "run.sh --help documents the knobs"; else fail "run.sh --help"; fi
+help="$(./run.sh --help)"
+contains_in_order "run.sh --help documents CERT_MANAGER_VERSION and SKIP_CERT_MANAGER" "$help" \
+  "CERT_MANAGER_VERSION [v1.16.2]" "SKIP_CERT_MANAGER [0]"
 rc=0; ./run.sh --no-such-flag >/dev/null 2>&1 || rc=$?
 if ((rc == 2)); then pass "unknown argument: exit 2"; else fail "unknown argument: exit $rc (want 2)"; fi
 

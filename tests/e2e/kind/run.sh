@@ -42,6 +42,9 @@ APP_NAMESPACE="${APP_NAMESPACE:-migrations-e2e}"
 APP_NAMESPACE_LABELS="${APP_NAMESPACE_LABELS-migrations.io/injection=enabled}"
 ATLAS_IMAGE="${ATLAS_IMAGE:-arigaio/atlas:latest-alpine}"
 EXPECT_SECURITY_CONTEXT="${EXPECT_SECURITY_CONTEXT:-1}"
+# cert-manager for the tls.mode=certManager switches (its release manifest; empty: this default).
+CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.16.2}"
+SKIP_CERT_MANAGER="${SKIP_CERT_MANAGER:-0}"
 
 # Fixed by the test itself (app.yaml and the Helm values refer to them).
 WEBHOOK_IMAGE_REPO="migration-injector"
@@ -53,6 +56,7 @@ MIGRATIONS_BROKEN_IMAGE="migrations:broken"
 KCTX="kind-$KIND_CLUSTER"
 CLUSTER_CREATED=0
 CLUSTER_USABLE=0
+CERT_MANAGER_INSTALLED=0
 
 # The cluster scenarios and their library (output, checks, the run context: cluster/lib.sh).
 # shellcheck source=../cluster/scenarios.sh
@@ -86,6 +90,8 @@ Environment (defaults in brackets):
   APP_NAMESPACE [migrations-e2e]  APP_NAMESPACE_LABELS [migrations.io/injection=enabled] ("k=v,k2=v2"; "" for none)
   ATLAS_IMAGE [arigaio/atlas:latest-alpine]     EXPECT_SECURITY_CONTEXT [1]
   MIGRATION_INJECTOR_BIN [] (the CLI certs/dev-certs.sh runs; "" : it builds one with cargo)
+  CERT_MANAGER_VERSION [v1.16.2] (cert-manager release installed for the tls.mode=certManager switches)
+  SKIP_CERT_MANAGER [0] (1: no cert-manager, no certManager switches)
 EOF
 }
 
@@ -96,7 +102,12 @@ on_exit() {
   trap - EXIT INT TERM
   admission_loop_abort
   if ((rc != 0 && E2E_DRY_RUN == 0 && CLUSTER_USABLE)); then
-    diagnostics "$WEBHOOK_NAMESPACE" "$APP_NAMESPACE"
+    local namespaces=("$WEBHOOK_NAMESPACE" "$APP_NAMESPACE")
+    ((CERT_MANAGER_INSTALLED)) && namespaces+=(cert-manager)
+    diagnostics "${namespaces[@]}"
+    if ((CERT_MANAGER_INSTALLED)); then
+      kget -n "$WEBHOOK_NAMESPACE" describe certificates,certificaterequests,issuers || true
+    fi
   fi
   if ((E2E_DRY_RUN)); then
     step "Clean up (on exit, also on failure)"
@@ -219,6 +230,35 @@ build_images() {
   run kind load docker-image "$MIGRATIONS_BROKEN_IMAGE" --name "$KIND_CLUSTER"
 }
 
+# install_cert_manager: cert-manager CERT_MANAGER_VERSION from its release manifest, ready when its
+# three Deployments are Available and its webhook answers (a server-side dry-run create of an
+# Issuer succeeds, retried: the API server reaches cert-manager's webhook only once cainjector has
+# put its CA into the webhook configurations). The certManager switches (cluster/tls.sh) need it.
+install_cert_manager() {
+  step "Install cert-manager $CERT_MANAGER_VERSION (for the tls.mode=certManager switches)"
+  if [[ "$SKIP_CERT_MANAGER" == 1 ]]; then
+    info "SKIP_CERT_MANAGER=1: cert-manager is not installed; the tls.mode=certManager switches are skipped"
+    return 0
+  fi
+  local url="https://github.com/cert-manager/cert-manager/releases/download/$CERT_MANAGER_VERSION/cert-manager.yaml"
+  run "${E2E_KUBECTL[@]}" apply -f "$url"
+  CERT_MANAGER_INSTALLED=1
+  run "${E2E_KUBECTL[@]}" -n cert-manager wait --for=condition=Available --timeout="${TIMEOUT}s" \
+    deployment/cert-manager deployment/cert-manager-cainjector deployment/cert-manager-webhook
+  local issuer probe=("${E2E_KUBECTL[@]}" -n default create --dry-run=server -f -)
+  issuer='{"apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+    "metadata": {"name": "e2e-cert-manager-probe"}, "spec": {"selfSigned": {}}}'
+  printf '    $ <Issuer e2e-cert-manager-probe, selfSigned> | %s\n' "$(cmdline "${probe[@]}")"
+  info "  (repeated until it succeeds, at most ${TIMEOUT}s: cert-manager's webhook answers)"
+  ((E2E_DRY_RUN)) && return 0
+  local deadline=$((SECONDS + TIMEOUT)) out
+  until out="$("${probe[@]}" <<<"$issuer" 2>&1)"; do
+    ((SECONDS < deadline)) || die "cert-manager's webhook does not answer after ${TIMEOUT}s: $out"
+    sleep 2
+  done
+  info "  ok   cert-manager's webhook answers ($out)"
+}
+
 # install_from_manifest: without a chart, manifests/install.yaml with its image pointed at the
 # locally loaded one (with a chart, the scenario list installs it).
 install_from_manifest() {
@@ -273,14 +313,19 @@ main() {
   preflight
   create_cluster
   build_images
-  [[ -f "$CHART_DIR/Chart.yaml" ]] || install_from_manifest
-  local extra=()
+  local extra=() cert_manager=0
+  if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
+    install_cert_manager
+    cert_manager=$CERT_MANAGER_INSTALLED
+  else
+    install_from_manifest
+  fi
   [[ -n "$HELM_EXTRA_ARGS" ]] && read -r -a extra <<<"$HELM_EXTRA_ARGS"
   # What differs from the node: Atlas, images loaded into kind (pull policy Never), cluster DNS.
   e2e_scenarios app_ns="$APP_NAMESPACE" app_labels="$APP_NAMESPACE_LABELS" tool=atlas \
     image="$MIGRATIONS_IMAGE" broken_image="$MIGRATIONS_BROKEN_IMAGE" pull_policy=Never db_host=dns \
     release="$WEBHOOK_NAMESPACE/$HELM_RELEASE" chart="$CHART_DIR" webhook_image="$WEBHOOK_IMAGE" \
-    expect_security_context="$EXPECT_SECURITY_CONTEXT" skip_rerun="$SKIP_RERUN" \
+    expect_security_context="$EXPECT_SECURITY_CONTEXT" skip_rerun="$SKIP_RERUN" cert_manager="$cert_manager" \
     -- --set "image.repository=$WEBHOOK_IMAGE_REPO" --set "image.tag=$WEBHOOK_IMAGE_TAG" \
     --set image.pullPolicy=Never "${extra[@]}"
   availability_report

@@ -16,6 +16,8 @@
 #   cluster.sh logs DIR [N]            last N lines of every component's log.
 #   cluster.sh stop-apiserver DIR [S]  stop kube-apiserver by its pid (TERM, KILL after S s, 15): a fault.
 #   cluster.sh start-apiserver DIR     start it again as up does; exit 0 once /readyz answers.
+#   cluster.sh stop DIR NAME [S]       the same for NAME: kube-apiserver, kubelet or containerd
+#   cluster.sh start DIR NAME          (the pods' containers outlive containerd: their shims run on).
 #
 # Caches (rebuilt only when missing): ~/.cache/kubernetes-node-1.20.2 (the Kubernetes binaries and
 # pause, see build-kubernetes.sh), ~/.cache/migration-injector-node (debootstrap'd Debian base and
@@ -40,7 +42,7 @@ PAUSE_IMAGE_NAME=mi-node/pause:3.4-local
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[cluster] FAILED: %s\n' "$*" >&2; exit 1; }
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 2 ] || usage
 CMD=$1
@@ -392,12 +394,7 @@ imageGCLowThresholdPercent: 99
 volumePluginDir: "$DIR/kubelet-plugins"
 runtimeRequestTimeout: 5m
 EOF
-  start kubelet "$KBIN/kubelet" --config "$DIR/kubelet.yaml" --kubeconfig "$DIR/node.kubeconfig" \
-    --container-runtime=remote --container-runtime-endpoint "unix://$DIR/containerd/containerd.sock" \
-    --image-service-endpoint "unix://$DIR/containerd/containerd.sock" \
-    --pod-infra-container-image "$REGISTRY/$PAUSE_IMAGE_NAME" \
-    --node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --root-dir "$k" --cert-dir "$k/pki" \
-    --oom-score-adj=0 --v=1
+  kubelet_up
   start kube-proxy "$KBIN/kube-proxy" --kubeconfig "$DIR/proxy.kubeconfig" --hostname-override "$NODE_NAME" \
     --proxy-mode iptables --cluster-cidr "$POD_CIDR" --masquerade-all \
     --conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0s --conntrack-tcp-timeout-close-wait 0s \
@@ -409,6 +406,18 @@ EOF
   alive kube-proxy || fail_component kube-proxy "exited"
   # The default ServiceAccount must exist before pods can be created in a namespace.
   wait_for kube-controller-manager 60 "${NSX[@]}" "${kc[@]}" -n default get serviceaccount default
+}
+
+# kubelet_up: kubelet (also what `start DIR kubelet` runs again after `stop`), until its /healthz.
+kubelet_up() {
+  local k=$DIR/kubelet
+  start kubelet "$KBIN/kubelet" --config "$DIR/kubelet.yaml" --kubeconfig "$DIR/node.kubeconfig" \
+    --container-runtime=remote --container-runtime-endpoint "unix://$DIR/containerd/containerd.sock" \
+    --image-service-endpoint "unix://$DIR/containerd/containerd.sock" \
+    --pod-infra-container-image "$REGISTRY/$PAUSE_IMAGE_NAME" \
+    --node-ip "$NODE_IP" --hostname-override "$NODE_NAME" --root-dir "$k" --cert-dir "$k/pki" \
+    --oom-score-adj=0 --v=1
+  wait_for kubelet 60 "${NSX[@]}" curl -fsS http://127.0.0.1:10248/healthz
 }
 
 write_env() {
@@ -595,6 +604,27 @@ cmd_start_apiserver() {
   log "kube-apiserver ($(pid_of kube-apiserver)) ready again"
 }
 
+# stop NAME / start NAME: kube-apiserver, kubelet or containerd restarted (faults the e2e measures).
+cmd_stop() {
+  local name=${1:-} pid
+  case $name in kube-apiserver | kubelet | containerd) ;; *) usage ;; esac
+  pid=$(pid_of "$name")
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then die "no $name running in $DIR"; fi
+  stop_pid "$name" "$pid" "${2:-15}"
+  log "$name ($pid) stopped"
+}
+cmd_start() {
+  [ -f "$DIR/env" ] || die "no node in $DIR (run: cluster.sh up $DIR)"
+  ensure_binaries
+  case ${1:-} in
+    kube-apiserver) apiserver_up ;;
+    kubelet) kubelet_up ;;
+    containerd) containerd_up ;;
+    *) usage ;;
+  esac
+  log "${1} ($(pid_of "$1")) running again"
+}
+
 cmd_logs() {
   local n=${1:-30} f
   for f in "$DIR"/logs/*.log; do
@@ -611,5 +641,7 @@ case $CMD in
   logs) cmd_logs "$@" ;;
   stop-apiserver) cmd_stop_apiserver "$@" ;;
   start-apiserver) cmd_start_apiserver ;;
+  stop) cmd_stop "$@" ;;
+  start) cmd_start "$@" ;;
   *) usage ;;
 esac

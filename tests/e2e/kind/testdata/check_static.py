@@ -126,7 +126,7 @@ def main():
               is not None, "atlas.hcl URL points at the postgres Service")
         check('dir = "file:///migrations"' in hcl, "atlas.hcl migration dir is the image's /migrations")
     run_sh = scripts_text()
-    check("'postgres://postgres:pass@%s:5432/app?sslmode=disable' \"$1\"" in run_sh
+    check("'postgres://postgres:pass@%s:5432/%s?sslmode=disable' \"$1\" \"${2:-app}\"" in run_sh
           and '_host="postgres.$2.svc"' in run_sh and "db_host=dns" in run_sh,
           "run.sh (cluster/app.sh) generates the Secret URL postgres.<namespace>.svc")
 
