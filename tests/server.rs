@@ -575,40 +575,45 @@ async fn h1_connect(
 }
 
 /// The API server reuses its pooled HTTP/1.1 connections to a pod after the pod left the
-/// endpoints (its pool is keyed by the Service's name). Once the shutdown began, every response
-/// says `Connection: close` so the client retires the connection itself; closing it while idle
-/// would race the client's next POST, which Go then fails with `EOF` (issue 19).
+/// endpoints (its pool is keyed by the Service's name). When the listener closes, a connection
+/// its client used recently is not closed under its next request (Go fails that POST with
+/// `EOF`, issue 19) but answered with `Connection: close`, so the client retires it itself.
 #[tokio::test]
-async fn http1_keep_alive_is_retired_with_connection_close_once_draining() {
+async fn http1_keep_alive_is_retired_with_connection_close_at_shutdown() {
     use tokio::io::AsyncReadExt;
-    let server = TestServer::start_delayed(
-        InjectorConfig::default(),
-        Limits::default(),
-        Duration::from_millis(600),
-    )
-    .await;
+    let delay = Duration::from_millis(300);
+    let server =
+        TestServer::start_delayed(InjectorConfig::default(), Limits::default(), delay).await;
     let ca = server.ca.cert_pem();
     let addr = server.addr;
     let mut conn = h1_connect(&ca, addr).await.unwrap();
     let first = h1_post(&mut conn, CREATE.as_bytes()).await.unwrap();
-    assert_eq!(first.status, 200);
-    assert!(!first.close, "kept alive before the shutdown");
-    // An idle keep-alive connection the client does not use during the shutdown delay.
+    assert!(first.status == 200 && !first.close, "{first:?}");
+    // A keep-alive connection its client then leaves unused.
     let mut unused = h1_connect(&ca, addr).await.unwrap();
     assert!(!h1_post(&mut unused, CREATE.as_bytes()).await.unwrap().close);
 
+    let started = Instant::now();
     let stopping = tokio::spawn(server.stop());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    // Within the delay: served, and told to close.
+    // During the delay the pod serves as before: the connection stays pooled.
     let second = h1_post(&mut conn, CREATE.as_bytes()).await.unwrap();
-    assert_eq!(second.status, 200);
-    assert!(
-        second.close,
-        "a response once the shutdown began did not say Connection: close"
-    );
-    // A new connection during the delay (endpoints lagging) is served the same way.
+    assert!(second.status == 200 && !second.close, "{second:?}");
+    // A client that connects during the delay and sends its request only after the listener
+    // closed (as after a TLS handshake) is answered too.
     let mut late = h1_connect(&ca, addr).await.unwrap();
-    let late = h1_post(&mut late, CREATE.as_bytes()).await.unwrap();
+    tokio::time::sleep((delay + Duration::from_millis(150)).saturating_sub(started.elapsed()))
+        .await;
+    // The listener has closed: the next request on the pooled connection is served, and told
+    // to close.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let third = h1_post(&mut conn, CREATE.as_bytes())
+        .await
+        .expect("a request on a kept-alive connection was lost at shutdown");
+    assert!(third.status == 200 && third.close, "{third:?}");
+    let late = h1_post(&mut late, CREATE.as_bytes())
+        .await
+        .expect("a new connection's first request was lost at shutdown");
     assert!(late.status == 200 && late.close, "{late:?}");
     // The server closes the connection after that response, not the client.
     let mut byte = [0u8; 1];
@@ -617,13 +622,18 @@ async fn http1_keep_alive_is_retired_with_connection_close_once_draining() {
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "connection left open after Connection: close: {closed:?}"
     );
-    // The connection its client left unused all along is closed once the listener closes.
+    // The connection left unused is closed once quiet, well before the drain deadline.
     let closed = tokio::time::timeout(Duration::from_secs(3), unused.read(&mut byte)).await;
     assert!(
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "idle connection left open: {closed:?}"
     );
     stopping.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// How a request during a shutdown ended, from the client's side.
@@ -642,8 +652,8 @@ struct Outcomes {
 /// Unpaced HTTP/1.1 and HTTP/2 clients while the server goes through its shutdown delay and
 /// stops: no request may be lost. HTTP/1.1 clients behave as the API server does once the pod
 /// left the endpoints: they reuse their connection until a response says `Connection: close`
-/// and never dial this server again. Before the fix, the idle keep-alive connections closed at
-/// the end of the delay lost requests in nearly every round (Go's `Post ...: EOF`).
+/// and never dial this server again. Before the fix, the keep-alive connections closed while
+/// idle at the end of the delay lost a request in every round (Go's `Post ...: EOF`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_request_is_lost_when_the_server_stops_under_load() {
     use std::sync::{Arc, Mutex};

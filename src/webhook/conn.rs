@@ -86,13 +86,13 @@ impl Drop for InFlight {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The app as a hyper service that counts the connection's requests in flight and, on an
-/// HTTP/1.1 connection once the server is draining, answers with `Connection: close`.
+/// HTTP/1.1 connection once the server is stopping, answers with `Connection: close`.
 #[derive(Clone)]
 struct Tracked {
     inner: TowerToHyperService<Router>,
     activity: Arc<Activity>,
-    /// HTTP/1.1 only: true once the shutdown began.
-    draining: Option<watch::Receiver<bool>>,
+    /// HTTP/1.1 only: true once the listener closed.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
@@ -108,7 +108,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
         self.activity.used.store(true, Ordering::Release);
         let guard = InFlight(self.activity.clone());
         let response = self.inner.call(request);
-        let draining = self.draining.clone();
+        let stopping = self.stopping.clone();
         Box::pin(async move {
             // The guard rides in the response body, so the request counts as in flight until
             // hyper has written the whole response, not only until the handler returned.
@@ -117,7 +117,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
             // client's next request on it, which a client cannot tell from a lost one (Go does
             // not retry a POST it wrote: `EOF`). `Connection: close` on a response is the safe
             // signal: the client will not reuse the connection, and hyper closes it once written.
-            if draining.is_some_and(|d| *d.borrow()) {
+            if stopping.is_some_and(|s| *s.borrow()) {
                 response.headers_mut().insert(
                     hyper::header::CONNECTION,
                     hyper::header::HeaderValue::from_static("close"),
@@ -314,7 +314,7 @@ impl Protocols {
         let service = Tracked {
             inner: TowerToHyperService::new(app),
             activity: activity.clone(),
-            draining: (!h2).then(|| signals.draining.clone()),
+            stopping: (!h2).then(|| signals.stop.clone()),
         };
         let io = TokioIo::new(io);
         if h2 {
@@ -327,11 +327,10 @@ impl Protocols {
     }
 }
 
-/// What the accept loop tells every connection: the shutdown began (HTTP/1.1 responses say
-/// `Connection: close`), the listener closed (finish and close), the drain deadline passed (drop).
+/// What the accept loop tells every connection: the listener closed (finish, HTTP/1.1 responses
+/// say `Connection: close`), the drain deadline passed (drop).
 #[derive(Clone)]
 struct Signals {
-    draining: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
     abort: watch::Receiver<bool>,
 }
@@ -386,20 +385,33 @@ where
     };
     match why {
         Closing::Stop => {
-            // An HTTP/1.1 connection that never served a request is left to serve its first:
-            // a client that just connected (the kernel's backlog, drained at shutdown) has
-            // its request on the wire, and closing would lose it. Its response says
-            // `Connection: close`; a silent client meets the first-byte deadline.
-            let fresh = http1
-                && !activity.used.load(Ordering::Acquire)
-                && activity.in_flight.load(Ordering::Acquire) == 0;
-            if !fresh {
-                // HTTP/2: GOAWAY, then (after the client's PING ack) the final GOAWAY naming
-                // the last stream served; hyper closes once those streams are answered, so
-                // no stream is cut. HTTP/1.1: `Connection: close` on the response in progress,
-                // or close now when idle: since the shutdown began every response said
-                // `Connection: close`, so an idle connection is one its client has not used
-                // for the whole shutdown delay.
+            if http1 {
+                // HTTP/1.1 has no GOAWAY: closing an idle keep-alive connection races the
+                // client's next request on it. So a connection is closed only when that race is
+                // unlikely: after a response saying `Connection: close` (hyper then closes it),
+                // or once its client has left it unused for `RETIRE_QUIET`. One that never
+                // served a request (a client that just connected: the kernel's backlog is
+                // drained at shutdown) has its first request on the wire and is answered; a
+                // silent one meets the first-byte deadline. A request in progress is left alone
+                // too: a response written before the shutdown lacks the header, and closing
+                // after it would race the next request.
+                loop {
+                    let used = activity.used.load(Ordering::Acquire);
+                    if used && activity.idle_for().is_some_and(|d| d >= RETIRE_QUIET) {
+                        conn.as_mut().graceful_shutdown();
+                        break;
+                    }
+                    tokio::select! {
+                        biased;
+                        result = conn.as_mut() => return result,
+                        () = &mut aborted => return Ok(()),
+                        () = tokio::time::sleep(CLOSE_CHECK) => {}
+                    }
+                }
+            } else {
+                // GOAWAY, then (after the client's PING ack) the final GOAWAY naming the last
+                // stream served; hyper closes once those streams are answered, so no stream is
+                // cut.
                 conn.as_mut().graceful_shutdown();
             }
             // Not dropped while the client may still be sending on it: only at the drain
@@ -439,6 +451,11 @@ where
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 /// How often a closing connection checks whether its last request has finished.
 const CLOSE_CHECK: Duration = Duration::from_millis(250);
+/// At shutdown, an idle HTTP/1.1 connection used more recently than this is kept until its next
+/// request (answered with `Connection: close`): a pooling client such as the API server (whose
+/// pool is keyed by the Service's name, so it keeps reusing connections to a pod that left the
+/// endpoints) is likely to send on it at any moment. One left unused this long is closed.
+const RETIRE_QUIET: Duration = Duration::from_secs(1);
 
 /// A new connection's place under the cap: held, or being freed by a shed idle connection.
 enum Slot {
@@ -546,20 +563,17 @@ fn accept_ready(
     }
 }
 
-/// Serves `app` on `listener`, over TLS when `tls` is given. When `draining` completes, HTTP/1.1
-/// responses start saying `Connection: close` (the client stops reusing its connections); when
-/// `shutdown` completes, stops accepting, asks every connection to finish, and waits up to
-/// `grace` for them, dropping those left at that deadline.
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes; then
+/// stops accepting, asks every connection to finish, and waits up to `grace` for them, dropping
+/// those left at that deadline.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: Limits,
-    draining: impl Future<Output = ()>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let (drain_tx, drain_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abort_tx, abort_rx) = watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -568,7 +582,6 @@ pub async fn serve(
         connections: Arc::new(Semaphore::new(limits.max_connections)),
         registry: Arc::new(Registry::default()),
         signals: Signals {
-            draining: drain_rx,
             stop: stop_rx,
             abort: abort_rx,
         },
@@ -577,9 +590,7 @@ pub async fn serve(
         app,
         limits,
     };
-    tokio::pin!(draining);
     tokio::pin!(shutdown);
-    let mut drained = false;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -591,16 +602,12 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut draining, if !drained => {
-                drained = true;
-                let _ = drain_tx.send(true);
-                continue;
-            }
             () = &mut shutdown => break,
         };
         acceptor.spawn(stream, peer);
     }
-    let _ = drain_tx.send(true);
+    // From now on HTTP/1.1 responses say `Connection: close`.
+    let _ = stop_tx.send(true);
     // Closing the listener resets the connections the kernel completed but nobody accepted
     // yet, after their client sent its request: accept and serve those first (as many as the
     // cap, so a flood of new ones cannot keep the listener open).
@@ -611,7 +618,6 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
     drop(acceptor);
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         tracing::warn!(
@@ -656,7 +662,6 @@ mod tests {
             None,
             app,
             Limits::default(),
-            std::future::ready(()),
             std::future::ready(()),
             Duration::from_secs(5),
         ));

@@ -146,7 +146,6 @@ impl Server {
             admin = %admin.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             "migration-injector serving"
         );
-        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let readiness = state.readiness.clone();
         let delay = options.shutdown_delay;
@@ -154,12 +153,7 @@ impl Server {
             shutdown.await;
             // Fail readiness first and keep serving while endpoints catch up, so the API server
             // is not refused by a replica it still routes to; then stop accepting and drain.
-            // Meanwhile HTTP/1.1 responses say `Connection: close`: the API server keeps
-            // reusing its pooled connections to this pod (its pool is keyed by the Service's
-            // name, not the pod), and each is retired cleanly by its next response instead of
-            // being closed under a request when the listener closes.
             readiness.set_draining();
-            let _ = drain_tx.send(true);
             tokio::time::sleep(delay).await;
             let _ = stop_tx.send(true);
         };
@@ -174,7 +168,6 @@ impl Server {
                     Some(tls),
                     app,
                     limits.clone(),
-                    stopped(drain_rx.clone()),
                     stopped(stop_rx.clone()),
                     options.grace,
                 ),
@@ -184,7 +177,6 @@ impl Server {
                     routes::admin_router(state),
                     // Its own small limits: probes answer while the webhook port is flooded.
                     Limits::admin(),
-                    stopped(drain_rx),
                     stopped(stop_rx),
                     options.grace,
                 ),
