@@ -40,6 +40,9 @@ struct Activity {
     close: Notify,
     /// Set once the connection was asked to close, so it is not picked to make room twice.
     closing: AtomicBool,
+    /// Set by its first request: a connection that never served one may be a client's fresh
+    /// connection with the request still on the wire, so shutdown answers it instead of closing.
+    used: AtomicBool,
 }
 
 impl Activity {
@@ -50,6 +53,7 @@ impl Activity {
             epoch: Instant::now(),
             close: Notify::new(),
             closing: AtomicBool::new(false),
+            used: AtomicBool::new(false),
         }
     }
 
@@ -81,11 +85,14 @@ impl Drop for InFlight {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// The app as a hyper service that counts the connection's requests in flight.
+/// The app as a hyper service that counts the connection's requests in flight and, on an
+/// HTTP/1.1 connection once the server is stopping, answers with `Connection: close`.
 #[derive(Clone)]
 struct Tracked {
     inner: TowerToHyperService<Router>,
     activity: Arc<Activity>,
+    /// HTTP/1.1 only: true once the listener closed.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
@@ -98,12 +105,24 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.activity.used.store(true, Ordering::Release);
         let guard = InFlight(self.activity.clone());
         let response = self.inner.call(request);
+        let stopping = self.stopping.clone();
         Box::pin(async move {
             // The guard rides in the response body, so the request counts as in flight until
             // hyper has written the whole response, not only until the handler returned.
-            let response = response.await?;
+            let mut response = response.await?;
+            // HTTP/1.1 has no GOAWAY: closing a keep-alive connection while idle races the
+            // client's next request on it, which a client cannot tell from a lost one (Go does
+            // not retry a POST it wrote: `EOF`). `Connection: close` on a response is the safe
+            // signal: the client will not reuse the connection, and hyper closes it once written.
+            if stopping.is_some_and(|s| *s.borrow()) {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
             Ok(response.map(|body| {
                 axum::body::Body::new(body.map_frame(move |frame| {
                     let _in_flight = &guard;
@@ -287,7 +306,7 @@ impl Protocols {
         h2: bool,
         app: Router,
         activity: Arc<Activity>,
-        stop: watch::Receiver<bool>,
+        signals: Signals,
     ) -> Result<(), hyper::Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -295,16 +314,39 @@ impl Protocols {
         let service = Tracked {
             inner: TowerToHyperService::new(app),
             activity: activity.clone(),
+            stopping: (!h2).then(|| signals.stop.clone()),
         };
         let io = TokioIo::new(io);
         if h2 {
             let conn = self.http2.serve_connection(io, service);
-            drive(conn, &activity, self.idle_timeout, stop).await
+            drive(conn, &activity, self.idle_timeout, false, signals).await
         } else {
             let conn = self.http1.serve_connection(io, service);
-            drive(conn, &activity, self.idle_timeout, stop).await
+            drive(conn, &activity, self.idle_timeout, true, signals).await
         }
     }
+}
+
+/// What the accept loop tells every connection: the listener closed (finish, HTTP/1.1 responses
+/// say `Connection: close`), the drain deadline passed (drop).
+#[derive(Clone)]
+struct Signals {
+    stop: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
+}
+
+/// Completes once the signal is raised, or its sender is gone: `serve` itself was dropped (an
+/// aborted shutdown), and its connections go with it.
+async fn raised(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Why a connection is being closed.
+enum Closing {
+    /// Idle too long, or asked to make room at the cap: its client has no request on it.
+    Idle,
+    /// The server is shutting down.
+    Stop,
 }
 
 /// Runs a connection to its end, closing it gracefully when it has been idle too long, when the
@@ -313,7 +355,8 @@ async fn drive<C>(
     conn: C,
     activity: &Activity,
     idle_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    http1: bool,
+    signals: Signals,
 ) -> Result<(), hyper::Error>
 where
     C: GracefulConnection<Error = hyper::Error>,
@@ -329,31 +372,75 @@ where
         }
     };
     tokio::pin!(idle);
-    let stopping = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
+    let stopping = raised(signals.stop);
     tokio::pin!(stopping);
-    tokio::select! {
+    let aborted = raised(signals.abort);
+    tokio::pin!(aborted);
+    let why = tokio::select! {
         biased;
         result = conn.as_mut() => return result,
-        () = &mut idle => {}
-        () = activity.close.notified() => {}
-        () = &mut stopping => {}
-    }
-    // GOAWAY (HTTP/2) or close after the current response (HTTP/1). A client that never
-    // acknowledges the GOAWAY's PING would keep the connection forever, so once the client has
-    // had time to see the GOAWAY and no request is in flight, the connection is dropped.
-    conn.as_mut().graceful_shutdown();
-    let closing_since = Instant::now();
-    loop {
-        tokio::select! {
-            biased;
-            result = conn.as_mut() => return result,
-            () = tokio::time::sleep(CLOSE_CHECK) => {
-                if closing_since.elapsed() >= GOAWAY_GRACE
-                    && activity.in_flight.load(Ordering::Acquire) == 0
-                {
-                    return Ok(());
+        () = &mut idle => Closing::Idle,
+        () = activity.close.notified() => Closing::Idle,
+        () = &mut stopping => Closing::Stop,
+    };
+    match why {
+        Closing::Stop => {
+            if http1 {
+                // HTTP/1.1 has no GOAWAY: closing an idle keep-alive connection races the
+                // client's next request on it. So a connection is closed only when that race is
+                // unlikely: after a response saying `Connection: close` (hyper then closes it),
+                // or once its client has left it unused for `RETIRE_QUIET`. One that never
+                // served a request (a client that just connected: the kernel's backlog is
+                // drained at shutdown) has its first request on the wire and is answered; a
+                // silent one meets the first-byte deadline. A request in progress is left alone
+                // too: a response written before the shutdown lacks the header, and closing
+                // after it would race the next request.
+                loop {
+                    let used = activity.used.load(Ordering::Acquire);
+                    if used && activity.idle_for().is_some_and(|d| d >= RETIRE_QUIET) {
+                        conn.as_mut().graceful_shutdown();
+                        break;
+                    }
+                    tokio::select! {
+                        biased;
+                        result = conn.as_mut() => return result,
+                        () = &mut aborted => return Ok(()),
+                        () = tokio::time::sleep(CLOSE_CHECK) => {}
+                    }
+                }
+            } else {
+                // GOAWAY, then (after the client's PING ack) the final GOAWAY naming the last
+                // stream served; hyper closes once those streams are answered, so no stream is
+                // cut.
+                conn.as_mut().graceful_shutdown();
+            }
+            // Not dropped while the client may still be sending on it: only at the drain
+            // deadline (a client that never acknowledges the GOAWAY's PING).
+            tokio::select! {
+                biased;
+                result = conn.as_mut() => result,
+                () = &mut aborted => Ok(()),
+            }
+        }
+        Closing::Idle => {
+            // GOAWAY (HTTP/2) or close after the current response (HTTP/1). A client that
+            // never acknowledges the GOAWAY's PING would keep the connection forever, so once
+            // the client has had time to see the GOAWAY and no request is in flight, the
+            // connection is dropped.
+            conn.as_mut().graceful_shutdown();
+            let closing_since = Instant::now();
+            loop {
+                tokio::select! {
+                    biased;
+                    result = conn.as_mut() => return result,
+                    () = &mut aborted => return Ok(()),
+                    () = tokio::time::sleep(CLOSE_CHECK) => {
+                        if closing_since.elapsed() >= GOAWAY_GRACE
+                            && activity.in_flight.load(Ordering::Acquire) == 0
+                        {
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -364,6 +451,11 @@ where
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 /// How often a closing connection checks whether its last request has finished.
 const CLOSE_CHECK: Duration = Duration::from_millis(250);
+/// At shutdown, an idle HTTP/1.1 connection used more recently than this is kept until its next
+/// request (answered with `Connection: close`): a pooling client such as the API server (whose
+/// pool is keyed by the Service's name, so it keeps reusing connections to a pod that left the
+/// endpoints) is likely to send on it at any moment. One left unused this long is closed.
+const RETIRE_QUIET: Duration = Duration::from_secs(1);
 
 /// A new connection's place under the cap: held, or being freed by a shed idle connection.
 enum Slot {
@@ -371,55 +463,43 @@ enum Slot {
     Freeing(Arc<Semaphore>),
 }
 
-/// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes; then
-/// stops accepting, asks every connection to finish, and waits up to `grace` for them.
-pub async fn serve(
-    listener: TcpListener,
+/// What every connection task shares.
+struct Acceptor {
+    protocols: Arc<Protocols>,
+    connections: Arc<Semaphore>,
+    registry: Arc<Registry>,
+    signals: Signals,
+    /// Every connection task holds a clone; when all are gone, the drain is over.
+    done: mpsc::Sender<()>,
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: Limits,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) {
-    let protocols = Arc::new(Protocols::new(&limits));
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let registry = Arc::new(Registry::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // Every connection task holds a sender; when all are gone, the drain is over.
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+}
+
+impl Acceptor {
+    /// Serves one accepted connection on its own task, or refuses it at the cap.
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
         // At the cap, ask the longest-idle connection to close and wait briefly for its slot;
         // with none idle, refuse at once rather than queue: the client retries or fails over.
-        let slot = match connections.clone().try_acquire_owned() {
+        let slot = match self.connections.clone().try_acquire_owned() {
             Ok(p) => Slot::Held(p),
-            Err(_) if registry.shed_idle() => Slot::Freeing(connections.clone()),
+            Err(_) if self.registry.shed_idle() => Slot::Freeing(self.connections.clone()),
             Err(_) => {
-                tracing::warn!(peer = %peer, max = limits.max_connections, "connection limit reached; refusing");
-                continue;
+                tracing::warn!(peer = %peer, max = self.limits.max_connections, "connection limit reached; refusing");
+                return;
             }
         };
         let _ = stream.set_nodelay(true);
-        let protocols = protocols.clone();
-        let registry = registry.clone();
-        let stop = stop_rx.clone();
-        let done = done_tx.clone();
-        let tls = tls.clone();
-        let app = app.clone();
-        let (handshake_timeout, first_byte) =
-            (limits.handshake_timeout, limits.header_read_timeout);
+        let protocols = self.protocols.clone();
+        let registry = self.registry.clone();
+        let signals = self.signals.clone();
+        let done = self.done.clone();
+        let tls = self.tls.clone();
+        let app = self.app.clone();
+        let (handshake_timeout, first_byte) = (
+            self.limits.handshake_timeout,
+            self.limits.header_read_timeout,
+        );
         tokio::spawn(async move {
             // Waiting for a shed connection's slot happens here, not in the accept loop.
             let _permit = match slot {
@@ -456,12 +536,12 @@ pub async fn serve(
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                         let id = registry.add(activity.clone());
                         let io = FirstByteDeadline::new(stream, first_byte);
-                        (protocols.serve(io, h2, app, activity, stop).await, id)
+                        (protocols.serve(io, h2, app, activity, signals).await, id)
                     }
                     None => {
                         let id = registry.add(activity.clone());
                         let io = FirstByteDeadline::new(stream, first_byte);
-                        (protocols.serve(io, false, app, activity, stop).await, id)
+                        (protocols.serve(io, false, app, activity, signals).await, id)
                     }
                 };
             registry.remove(id);
@@ -470,13 +550,144 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+}
+
+/// A connection the kernel has completed and queued, if one is ready now.
+fn accept_ready(
+    listener: &TcpListener,
+) -> Option<io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>> {
+    let waker = std::task::Waker::noop();
+    match listener.poll_accept(&mut Context::from_waker(waker)) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
+}
+
+/// Serves `app` on `listener`, over TLS when `tls` is given, until `shutdown` completes; then
+/// stops accepting, asks every connection to finish, and waits up to `grace` for them, dropping
+/// those left at that deadline.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (abort_tx, abort_rx) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let acceptor = Acceptor {
+        protocols: Arc::new(Protocols::new(&limits)),
+        connections: Arc::new(Semaphore::new(limits.max_connections)),
+        registry: Arc::new(Registry::default()),
+        signals: Signals {
+            stop: stop_rx,
+            abort: abort_rx,
+        },
+        done: done_tx,
+        tls,
+        app,
+        limits,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        acceptor.spawn(stream, peer);
+    }
+    // From now on HTTP/1.1 responses say `Connection: close`.
     let _ = stop_tx.send(true);
-    drop(done_tx);
+    // Closing the listener resets the connections the kernel completed but nobody accepted
+    // yet, after their client sent its request: accept and serve those first (as many as the
+    // cap, so a flood of new ones cannot keep the listener open).
+    for _ in 0..acceptor.limits.max_connections {
+        match accept_ready(&listener) {
+            Some(Ok((stream, peer))) => acceptor.spawn(stream, peer),
+            _ => break,
+        }
+    }
+    drop(listener);
+    drop(acceptor);
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         tracing::warn!(
             grace_seconds = grace.as_secs(),
             "in-flight connections did not finish in time"
         );
+        // The connections still open are dropped now, not when the runtime ends.
+        let _ = abort_tx.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Connections the kernel completed before the shutdown but the loop never accepted are
+    /// served, not reset by closing the listener: their clients already sent a request.
+    #[tokio::test]
+    async fn connections_in_the_backlog_at_shutdown_are_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            clients.push(c);
+        }
+        // Clients whose request comes later, as after a TLS handshake: a connection that never
+        // served a request is not closed under it.
+        let mut late = Vec::new();
+        for _ in 0..2 {
+            late.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        // Already shut down when the loop first runs: at most one connection is accepted
+        // before the shutdown wins, the others are still in the backlog.
+        let server = tokio::spawn(serve(
+            listener,
+            None,
+            app,
+            Limits::default(),
+            std::future::ready(()),
+            Duration::from_secs(5),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for mut c in late {
+            c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            clients.push(c);
+        }
+        for (i, mut c) in clients.into_iter().enumerate() {
+            let mut response = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut response))
+                .await
+                .expect("connection neither answered nor closed");
+            let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+            assert!(
+                read.is_ok()
+                    && text.starts_with("http/1.1 200")
+                    && text.contains("connection: close"),
+                "connection {i}: {read:?} {text:?}"
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve did not return")
+            .unwrap();
     }
 }

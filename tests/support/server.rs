@@ -40,12 +40,38 @@ impl TestServer {
         ca: Ca,
         store: Arc<CertStore>,
     ) -> TestServer {
+        Self::start_with_delay(config, limits, ca, store, Duration::ZERO).await
+    }
+
+    /// As [`TestServer::start`], with a shutdown delay: after `stop`, readiness fails and the
+    /// server keeps serving for `delay` before it closes its listener, as in a pod.
+    pub async fn start_delayed(
+        config: InjectorConfig,
+        limits: Limits,
+        delay: Duration,
+    ) -> TestServer {
+        let ca = Ca::generate("test CA", 1).unwrap();
+        let pair = ca
+            .issue_server(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
+            .unwrap();
+        let key =
+            tls::certified_key(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes(), "test").unwrap();
+        Self::start_with_delay(config, limits, ca, CertStore::new(key), delay).await
+    }
+
+    async fn start_with_delay(
+        config: InjectorConfig,
+        limits: Limits,
+        ca: Ca,
+        store: Arc<CertStore>,
+        shutdown_delay: Duration,
+    ) -> TestServer {
         let options = ServerOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             limits,
             grace: Duration::from_secs(5),
-            shutdown_delay: Duration::ZERO,
+            shutdown_delay,
         };
         let server = Server::bind(config, store.clone(), options).await.unwrap();
         let addr = server.webhook_addr().unwrap();
