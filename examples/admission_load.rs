@@ -6,8 +6,9 @@
 //!
 //! Outcomes: `ok` (stored with the injected init container), `not-injected` (stored without it:
 //! the webhook was skipped, which `failurePolicy: Fail` must never allow), `failed` (refused, with
-//! the API server's message). Deployments are created with `replicas: 0`, so the load is on
-//! admission, not on the node.
+//! the API server's message). Deployments are created with `replicas: 0` and `paused: true`, so
+//! the load is on admission, not on the node: a paused Deployment gets no ReplicaSet, which
+//! leaves kube-controller-manager's garbage collector nothing to clean up after the load.
 //!
 //! Usage: admission_load --namespace NS [--clients 8] [--rate R] [--seconds S | --stop-file F]
 //!        [--records FILE] [--label PHASE] [--image REF] [--context NAME]
@@ -100,6 +101,7 @@ fn deployment(name: &str, image: &str) -> Result<Deployment> {
         },
         "spec": {
             "replicas": 0,
+            "paused": true,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": labels},
