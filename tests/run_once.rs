@@ -265,3 +265,24 @@ fn a_forged_record_cannot_make_the_injector_remove_a_users_downward_volume() {
         "does not look like what migration-injector injects",
     );
 }
+
+#[test]
+fn a_tag_gets_the_re_push_warning_and_a_digest_does_not() {
+    let (_, warnings, _) = apply(Deployment, &deployment(Some("once")), &config(), false).unwrap();
+    assert_warned(&warnings, "pin a digest");
+    let mut d = deployment(Some("once"));
+    d["metadata"]["annotations"]["migrations.io/image"] = json!(
+        "ghcr.io/repo/migrations@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    let (_, warnings, _) = apply(Deployment, &d, &config(), false).unwrap();
+    assert!(
+        warnings.iter().all(|w| !w.contains("pin a digest")),
+        "{warnings:?}"
+    );
+    // every-pod mode: no such warning (each pod pulls the tag again).
+    let (_, warnings, _) = apply(Deployment, &deployment(None), &config(), false).unwrap();
+    assert!(
+        warnings.iter().all(|w| !w.contains("pin a digest")),
+        "{warnings:?}"
+    );
+}

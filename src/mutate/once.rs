@@ -120,6 +120,18 @@ pub fn into_waiter(injection: &mut Injection, config: &InjectorConfig) -> Result
     Ok(fp)
 }
 
+/// In run-once mode an image reference is the revision: a tag pushed again with other migrations
+/// is the same revision, so it would not run. A warning unless the image is pinned by digest.
+pub fn mutable_tag_warning(container: &Value) -> Option<String> {
+    let image = container.get("image")?.as_str()?;
+    (!image.contains('@')).then(|| {
+        format!(
+            "{}=\"once\" runs the migration once per image reference: if {image} is pushed again with other migrations, they will not run; pin a digest ({image}@sha256:...)",
+            Key::Run
+        )
+    })
+}
+
 /// Whether an init container has the waiter's shape: `wait` with exactly the waiter's env.
 pub fn looks_like_waiter(item: &Value) -> bool {
     let env_ok = item

@@ -209,6 +209,9 @@ pub fn plan(
     if let Some(d) = &mut desired {
         plan.warnings.append(&mut d.warnings);
         if run_mode == RunMode::Once {
+            if let Some(w) = once::mutable_tag_warning(&d.container) {
+                plan.warnings.push(w);
+            }
             fingerprint = Some(once::into_waiter(d, config)?);
         }
     }
