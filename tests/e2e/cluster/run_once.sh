@@ -24,11 +24,11 @@ once_wait_phase() {
   done
   failed "MigrationRun $1/$2: want phase $3, got '$got' after ${4:-$E2E_TIMEOUT}s"
 }
-# once_apply NS TEMPLATE NAME IMAGE REPLICAS ARGS: the app Deployment NAME in once mode with
-# migrations.io/args ARGS (JSON; "" keeps the template's).
+# once_manifest TEMPLATE NAME IMAGE REPLICAS ARGS: the app Deployment NAME in once mode with
+# migrations.io/args ARGS (JSON; "" keeps the template's); once_apply NS ...: applied in NS.
 once_manifest() {
-  local args=("$2" --name "$3" --image "$4" --replicas "$5" --annotation migrations.io/run=once)
-  [[ -n "$6" ]] && args+=(--annotation "migrations.io/args=$6")
+  local args=("$1" --name "$2" --image "$3" --replicas "$4" --annotation migrations.io/run=once)
+  [[ -n "${5:-}" ]] && args+=(--annotation "migrations.io/args=$5")
   python3 "$E2E_DIR/render_app.py" "${args[@]}"
 }
 once_apply() {
