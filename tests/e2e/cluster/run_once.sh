@@ -122,7 +122,8 @@ run_once_scenario() {
   # The revisions: the tool's args, then the same with one more harmless flag each (a new fingerprint).
   base="$(tool_setting "$tool" args)"
   if [[ "$tool" == dbmate ]]; then
-    args1=$base; args2=${base/\[/[\"--verbose\",}
+    # (dbmate 2.37 has no --verbose: "flag provided but not defined", which the run reported.)
+    args1=$base; args2=${base/--wait\"/--wait\",\"--wait-timeout\",\"30s\"}
     args3=${base/--wait\"/--wait\",\"--wait-timeout\",\"31s\"}
     args4=${base/--wait\"/--wait\",\"--wait-timeout\",\"32s\"}
     args5=${base/--wait\"/--wait\",\"--wait-timeout\",\"33s\"}
