@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use kube::Client;
 use migration_injector::controller::{self, LeaseConfig, Options};
+use migration_injector::webhook::shutdown;
 
 use super::log_args::LogArgs;
 
@@ -73,9 +74,17 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         let client = Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
-        // It only returns on a fatal error; Kubernetes restarts the pod (as a follower).
-        controller::run(client, options)
-            .await
-            .context("controller stopped")
+        // As PID 1 in its container it must handle SIGTERM itself: a replica being removed (a
+        // scale to 0, a rollout) stops acting at once instead of running migrations through its
+        // grace period. run() only returns on a fatal error; Kubernetes restarts the pod (as a
+        // follower).
+        let (first, _second) = shutdown::signals();
+        tokio::select! {
+            result = controller::run(client, options) => result.context("controller stopped"),
+            () = first => {
+                tracing::info!("stopping on a signal");
+                Ok(())
+            }
+        }
     })
 }

@@ -237,6 +237,12 @@ run_once_scenario() {
   n0="$(exec_count "$ns" "$tool")"
   kube -n "$wns" scale "deployment/${release}-controller" --replicas=0
   kube -n "$wns" rollout status "deployment/${release}-controller" --timeout="${E2E_TIMEOUT}s"
+  # Scaled to 0 is not gone: wait until its pod has exited (it stops acting on SIGTERM).
+  local gone_by=$((SECONDS + E2E_TIMEOUT))
+  while [[ -n "$(kget -n "$wns" get pods -l "app.kubernetes.io/component=controller,app.kubernetes.io/instance=$release" -o name 2>/dev/null)" ]]; do
+    if ((SECONDS > gone_by)); then failed "the controller's pod still there after ${E2E_TIMEOUT}s"; break; fi
+    sleep 0.5
+  done
   once_apply "$ns" "$template" "$app" "$image" 4 "$args4"
   fp="$(once_fingerprint "$ns" "$app")"
   sleep 10
