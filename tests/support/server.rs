@@ -23,14 +23,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: InjectorConfig, limits: Limits) -> TestServer {
-        let ca = Ca::generate("test CA", 1).unwrap();
-        let pair = ca
-            .issue_server(&["localhost".into()], &["127.0.0.1".parse().unwrap()], 1)
-            .unwrap();
-        let key =
-            tls::certified_key(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes(), "test").unwrap();
-        let store = CertStore::new(key);
-        Self::start_with(config, limits, ca, store).await
+        Self::start_delayed(config, limits, Duration::ZERO).await
     }
 
     /// The library's own server, as `serve` runs it, on loopback port 0.
