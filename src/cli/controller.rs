@@ -2,14 +2,19 @@
 //! chart). The flags, wired to [`migration_injector::controller::run`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
-use migration_injector::controller::{self, LeaseConfig, Options};
+use migration_injector::controller::{self, lease, LeaseConfig, Options};
 use migration_injector::webhook::shutdown;
 
 use super::log_args::LogArgs;
+
+/// Well inside the pod's termination grace period.
+const RELEASE_WITHIN: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
@@ -79,10 +84,20 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         // grace period. run() only returns on a fatal error; Kubernetes restarts the pod (as a
         // follower).
         let (first, _second) = shutdown::signals();
+        let lease = options.lease.clone();
         tokio::select! {
-            result = controller::run(client, options) => result.context("controller stopped"),
+            result = controller::run(client.clone(), options) => result.context("controller stopped"),
             () = first => {
                 tracing::info!("stopping on a signal");
+                // run() is dropped: nothing acts any more. Handing the Lease back lets a standby
+                // lead within a renew period instead of the whole lease duration.
+                let release = lease::release(&client, &lease, Timestamp::now());
+                match tokio::time::timeout(RELEASE_WITHIN, release).await {
+                    Ok(Ok(true)) => tracing::info!(lease = %lease.name, "released the Lease"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %migration_injector::error_chain(&e), "releasing the Lease"),
+                    Err(_) => tracing::warn!(lease = %lease.name, "releasing the Lease timed out; it expires on its own"),
+                }
                 Ok(())
             }
         }

@@ -135,6 +135,41 @@ pub async fn try_lead(
     }
 }
 
+/// On shutdown: hand the Lease back if this replica holds it, as client-go's ReleaseOnCancel
+/// does, so a standby takes over at its next try instead of after the whole duration.
+/// Ok(true): released; Ok(false): held by another (or absent), left alone. The write carries the
+/// read resourceVersion: a Lease taken over meanwhile is not touched.
+pub async fn release(
+    client: &Client,
+    config: &LeaseConfig,
+    now: Timestamp,
+) -> Result<bool, LeaseError> {
+    let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
+    let wrap = |source| LeaseError::Api {
+        namespace: config.namespace.clone(),
+        name: config.name.clone(),
+        source,
+    };
+    let Some(mut lease) = api.get_opt(&config.name).await.map_err(wrap)? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(now));
+    match api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if conflict(&e) => Ok(false),
+        Err(e) => Err(wrap(e)),
+    }
+}
+
 /// Keeps trying to lead, publishing whether this replica leads; returns an error once a leader
 /// could not renew in time or found the Lease held by another.
 pub async fn keep(client: Client, config: LeaseConfig, leader: watch::Sender<bool>) -> LeaseError {
@@ -312,6 +347,46 @@ mod tests {
         let error = api_mock::finish(task).await;
         assert!(matches!(error, LeaseError::Lost(_)), "{error}");
         assert!(!*rx.borrow());
+    }
+
+    #[tokio::test]
+    async fn release_hands_back_only_a_lease_this_replica_holds() {
+        let (client, mut api) = api_mock::pair();
+        let task = tokio::spawn(async move { release(&client, &config(), now()).await });
+        api.expect(Method::GET, PATH)
+            .await
+            .json(200, &lease("pod-a", "2026-01-01T00:00:28.000000Z"));
+        let call = api.expect(Method::PUT, PATH).await;
+        assert_eq!(call.body["metadata"]["resourceVersion"], "7");
+        assert!(
+            call.body["spec"].get("holderIdentity").is_none(),
+            "{}",
+            call.body
+        );
+        assert_eq!(call.body["spec"]["leaseDurationSeconds"], 1);
+        // A standby reading it now takes it over at once.
+        let released: Lease = serde_json::from_value(call.body.clone()).unwrap();
+        assert_eq!(step(Some(&released), "pod-b", now()), Step::TakeOver);
+        let body = call.body.clone();
+        call.json(200, &body);
+        assert!(api_mock::finish(task).await.unwrap());
+
+        // Held by another: no write.
+        let (client, mut api) = api_mock::pair();
+        let task = tokio::spawn(async move { release(&client, &config(), now()).await });
+        api.expect(Method::GET, PATH)
+            .await
+            .json(200, &lease("pod-b", "2026-01-01T00:00:28.000000Z"));
+        assert!(!api_mock::finish(task).await.unwrap());
+
+        // Taken over between the read and the write: the 409 leaves it alone.
+        let (client, mut api) = api_mock::pair();
+        let task = tokio::spawn(async move { release(&client, &config(), now()).await });
+        api.expect(Method::GET, PATH)
+            .await
+            .json(200, &lease("pod-a", "2026-01-01T00:00:28.000000Z"));
+        api.expect(Method::PUT, PATH).await.conflict();
+        assert!(!api_mock::finish(task).await.unwrap());
     }
 
     fn rfc_now() -> String {

@@ -27,7 +27,8 @@ command -v kubectl >/dev/null || apt-get install -y -qq kubernetes-client >/dev/
 bin=${MIGRATION_INJECTOR_BIN:-$repo/target/debug/migration-injector}
 if [ -z "${MIGRATION_INJECTOR_BIN:-}" ]; then
   echo "==> building migration-injector"
-  (cd "$repo" && cargo build --quiet --bin migration-injector)
+  # --tests: the same feature set as the suite's test build, so after it this links nothing new.
+  (cd "$repo" && cargo build --quiet --bin migration-injector --tests)
 fi
 
 work=$(mktemp -d /tmp/migration-injector-e2e.XXXXXX)

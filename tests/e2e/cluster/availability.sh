@@ -9,17 +9,25 @@
 #   LOAD      three words, NS TEMPLATE IMAGE: where the admission loop creates annotated
 #             Deployments (the app's namespace, app template and migrations image, cluster/app.sh)
 
-# webhook_pods REL [running]: the release's pods as pod/NAME words (only Running ones with "running").
+# webhook_selector REL: the label selector of the release's webhook (not its controller's).
+webhook_selector() { printf 'app.kubernetes.io/instance=%s,app.kubernetes.io/component=admission-webhook' "${1#*/}"; }
+
+# webhook_pods REL [running]: the webhook's pods as pod/NAME words (only Running ones with "running").
 webhook_pods() {
-  local sel=(-l "app.kubernetes.io/instance=${1#*/}")
+  local sel=(-l "$(webhook_selector "$1")")
   [[ "${2:-}" == running ]] && sel+=(--field-selector=status.phase=Running)
   kget -n "${1%%/*}" get pods "${sel[@]}" -o name | sort | tr '\n' ' '
 }
 
-# webhook_deployment REL: the name of the release's Deployment (also its Service's).
+# webhook_restarts REL: the webhook pods' restart counts, one word per pod.
+webhook_restarts() {
+  kget -n "${1%%/*}" get pods -l "$(webhook_selector "$1")" -o 'jsonpath={.items[*].status.containerStatuses[0].restartCount}'
+}
+
+# webhook_deployment REL: the name of the release's webhook Deployment (also its Service's).
 webhook_deployment() {
   if ((E2E_DRY_RUN)); then printf '%s' "${1#*/}"; return; fi
-  kget -n "${1%%/*}" get deployments -l "app.kubernetes.io/instance=${1#*/}" -o jsonpath='{.items[0].metadata.name}'
+  kget -n "${1%%/*}" get deployments -l "$(webhook_selector "$1")" -o jsonpath='{.items[0].metadata.name}'
 }
 
 # admission_loop_start TAG NS TEMPLATE IMAGE [RATE]: the load generator (E2E_LOAD, examples/admission_load):

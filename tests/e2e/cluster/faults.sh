@@ -111,7 +111,7 @@ wait_new_pods_ready() {
     n=0
     while read -r name is_ready; do
       [[ -n "$name" && "$old" != *" pod/$name "* && "$is_ready" == True ]] && n=$((n + 1))
-    done < <(kget -n "${rel%%/*}" get pods -l "app.kubernetes.io/instance=${rel#*/}" \
+    done < <(kget -n "${rel%%/*}" get pods -l "$(webhook_selector "$rel")" \
       -o 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null || true)
     ((n >= want)) && break
     if ((SECONDS > deadline)); then failed "$n of $want new webhook pods Ready after ${E2E_TIMEOUT}s"; break; fi
@@ -278,7 +278,7 @@ fault_apiserver_restart() {
   ((E2E_DRY_RUN)) && { show "$cluster" stop-apiserver "$node_dir"; return 0; }
   local before pod ip port ips=() at down_s up_s t0 restarts_before restarts_after
   before="$(webhook_pods "$rel" running)"
-  restarts_before="$(kget -n "$wns" get pods -l "app.kubernetes.io/instance=${rel#*/}" -o 'jsonpath={.items[*].status.containerStatuses[0].restartCount}')"
+  restarts_before="$(webhook_restarts "$rel")"
   port="$(kget -n "$wns" get deployment "$(webhook_deployment "$rel")" -o 'jsonpath={.spec.template.spec.containers[0].ports[?(@.name=="admin")].containerPort}')"
   for pod in $before; do ips+=("$(kget -n "$wns" get "$pod" -o 'jsonpath={.status.podIP}')"); done
   admission_loop_start apiserver "$@"
@@ -312,7 +312,7 @@ fault_apiserver_restart() {
   assert_fault_bounded "kube-apiserver restart" $((FAULT_WINDOW_BOUND * 4))
   local after
   after="$(webhook_pods "$rel" running)"
-  restarts_after="$(kget -n "$wns" get pods -l "app.kubernetes.io/instance=${rel#*/}" -o 'jsonpath={.items[*].status.containerStatuses[0].restartCount}')"
+  restarts_after="$(webhook_restarts "$rel")"
   if [[ "$after" == "$before" && "$restarts_after" == "$restarts_before" ]]; then
     ok "the same webhook pods serve, not restarted ($after; restarts $restarts_after)"
   else failed "webhook pods changed: before $before ($restarts_before restarts), after $after ($restarts_after)"; fi
@@ -334,7 +334,7 @@ fault_restart_component() {
   ((E2E_DRY_RUN)) && { show "$cluster" stop "$node_dir" "$name"; return 0; }
   local before after restarts_before restarts_after t0 down_s up_s
   before="$(webhook_pods "$rel" running)"
-  restarts_before="$(kget -n "$wns" get pods -l "app.kubernetes.io/instance=${rel#*/}" -o 'jsonpath={.items[*].status.containerStatuses[0].restartCount}')"
+  restarts_before="$(webhook_restarts "$rel")"
   admission_loop_start "restart-$name" "$@"
   sleep 3
   t0=$EPOCHREALTIME
@@ -352,7 +352,7 @@ fault_restart_component() {
     ok "$name restart: not one admission failed, every one injected"
   else failed "$name restart: admissions failed or were not injected"; fi
   after="$(webhook_pods "$rel" running)"
-  restarts_after="$(kget -n "$wns" get pods -l "app.kubernetes.io/instance=${rel#*/}" -o 'jsonpath={.items[*].status.containerStatuses[0].restartCount}')"
+  restarts_after="$(webhook_restarts "$rel")"
   if [[ "$after" == "$before" && "$restarts_after" == "$restarts_before" ]]; then
     ok "$name restart: the same webhook pods serve, not restarted ($after)"
   else failed "$name restart: webhook pods changed: before $before ($restarts_before restarts), after $after ($restarts_after)"; fi
@@ -362,6 +362,21 @@ fault_restart_component() {
 # endpoint_ips REL: the webhook Service's ready endpoint addresses, space-separated.
 endpoint_ips() {
   kget -n "${1%%/*}" get endpoints "$(webhook_deployment "$1")" -o 'jsonpath={.subsets[*].addresses[*].ip}' 2>/dev/null || true
+}
+
+# await_endpoint REL IP in|out: until IP is in (or out of) the webhook Service's ready endpoints.
+await_endpoint() {
+  local deadline=$((SECONDS + E2E_TIMEOUT)) present
+  while :; do
+    present=out
+    [[ " $(endpoint_ips "$1") " == *" $2 "* ]] && present=in
+    [[ "$present" == "$3" ]] && return 0
+    if ((SECONDS > deadline)); then
+      if [[ "$3" == in ]]; then failed "$2 not back in the endpoints after ${E2E_TIMEOUT}s"; else failed "$2 still in the endpoints after ${E2E_TIMEOUT}s"; fi
+      return 0
+    fi
+    sleep 0.2
+  done
 }
 
 # fault_partition_replica REL LOAD: one replica stops answering without dying: every packet the
@@ -375,7 +390,7 @@ fault_partition_replica() {
   step "Fault: one webhook replica stops answering (its traffic dropped in the node's network namespace) under load"
   local rule=(OUTPUT -d '<pod IP>' -j DROP)
   ((E2E_DRY_RUN)) && { show "${E2E_NET[@]}" iptables -w -I "${rule[@]}"; return 0; }
-  local pod ip at t0 out_s="" back_s="" deadline
+  local pod ip at t0 out_s="" back_s=""
   pod="$(webhook_pods "$rel" running)"
   pod="${pod%% *}"
   ip="$(kget -n "$wns" get "$pod" -o 'jsonpath={.status.podIP}')"
@@ -386,20 +401,12 @@ fault_partition_replica() {
   at="$(since "$ADMISSION_T0")"
   t0=$EPOCHREALTIME
   run "${E2E_NET[@]}" iptables -w -I "${rule[@]}" || die "dropping the traffic to $ip"
-  deadline=$((SECONDS + E2E_TIMEOUT))
-  while [[ " $(endpoint_ips "$rel") " == *" $ip "* ]]; do
-    if ((SECONDS > deadline)); then failed "$ip still in the endpoints after ${E2E_TIMEOUT}s"; break; fi
-    sleep 0.2
-  done
+  await_endpoint "$rel" "$ip" out
   out_s="$(since "$t0")"
   # Some more load with the replica out of the endpoints: nothing may fail any more.
   sleep 8
   run "${E2E_NET[@]}" iptables -w -D "${rule[@]}" || failed "lifting the drop of $ip"
-  deadline=$((SECONDS + E2E_TIMEOUT))
-  until [[ " $(endpoint_ips "$rel") " == *" $ip "* ]]; do
-    if ((SECONDS > deadline)); then failed "$ip not back in the endpoints after ${E2E_TIMEOUT}s"; break; fi
-    sleep 0.2
-  done
+  await_endpoint "$rel" "$ip" in
   back_s="$(since "$t0")"
   sleep 3
   admission_loop_end "one replica partitioned"

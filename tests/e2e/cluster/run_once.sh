@@ -243,6 +243,8 @@ run_once_scenario() {
     if ((SECONDS > gone_by)); then failed "the controller's pod still there after ${E2E_TIMEOUT}s"; break; fi
     sleep 0.5
   done
+  # It handed its Lease back on SIGTERM: a replacement leads at once, not after the duration.
+  expect "the Lease's holder after the controller stopped" "" "${E2E_KUBECTL[@]}" -n "$wns" get lease "${release}-controller" -o 'jsonpath={.spec.holderIdentity}'
   once_apply "$ns" "$template" "$app" "$image" 4 "$args4"
   fp="$(once_fingerprint "$ns" "$app")"
   sleep 10

@@ -466,6 +466,8 @@ cmd_image() {
   buildah "${STORAGE[@]}" bud -q --layers --network host -t "$local_name" "$@" "$context" >"$DIR/logs/build-${name//[:\/]/_}.log" 2>&1 \
     || { tail -n 30 "$DIR/logs/build-${name//[:\/]/_}.log" >&2; die "building $name"; }
   push "$local_name" "$REGISTRY/$name"
+  # The storage is a cache that outlives runs: drop the image this tag replaced.
+  buildah "${STORAGE[@]}" rmi --prune >/dev/null 2>&1 || true
   echo "$REGISTRY/$name"
 }
 
