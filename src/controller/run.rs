@@ -1,6 +1,7 @@
 //! The controller's loop: reflectors over the waiting pods, the MigrationRuns, their Jobs and
 //! the Jobs' pods feed a work queue of (namespace, fingerprint); a resync every
-//! [`RESYNC_EVERY`] re-queues every run (backoff timers, missed events). Only the Lease holder
+//! [`RESYNC_EVERY`] re-queues every run (missed events); a timer wakes the loop for the soonest
+//! retry after a backoff. Only the Lease holder
 //! reconciles: read the stores, [`decide`], apply the decision.
 
 use std::collections::BTreeSet;
@@ -33,6 +34,7 @@ use super::metrics::Metrics;
 use super::owners::{OwnerError, Owners};
 
 pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
+const RETRY_SLACK: Duration = Duration::from_millis(50);
 /// The Events' reporting controller.
 pub const REPORTER: &str = "migration-injector-controller";
 const FIELD_MANAGER: &str = "migration-injector-controller";
@@ -412,6 +414,33 @@ fn all_keys(ctx: &Context) -> BTreeSet<Key> {
     keys
 }
 
+/// How long until the soonest retry (a run's `nextAttemptAt`) after `now`, and the runs due by
+/// then: the loop wakes for it rather than at the next resync, which could be 10 s late for a
+/// backoff of 10 s.
+fn next_attempt(runs: &Store<MigrationRun>, now: Timestamp) -> Option<(Duration, Vec<Key>)> {
+    let mut due: Vec<(Timestamp, Key)> = runs
+        .state()
+        .iter()
+        .filter_map(|r| {
+            let at = r
+                .status
+                .as_ref()?
+                .next_attempt_at
+                .as_deref()?
+                .parse()
+                .ok()?;
+            Some((at, key_of(r.as_ref(), None)?))
+        })
+        .filter(|(at, _)| *at > now)
+        .collect();
+    let soonest = due.iter().map(|(at, _)| *at).min()?;
+    due.retain(|(at, _)| *at == soonest);
+    let wait = Duration::try_from(soonest.duration_since(now)).ok()?;
+    let mut keys: Vec<Key> = due.into_iter().map(|(_, k)| k).collect();
+    keys.sort();
+    Some((wait, keys))
+}
+
 fn pods_waiting(pods: &Store<Pod>) -> i64 {
     let count = pods
         .state()
@@ -507,8 +536,12 @@ pub async fn run(client: Client, options: Options) -> Result<(), ControllerError
     let mut resync = tokio::time::interval(RESYNC_EVERY);
     let mut pending: BTreeSet<Key> = BTreeSet::new();
     loop {
+        let (retry_in, retries) =
+            next_attempt(&ctx.runs, Timestamp::now()).unwrap_or((RESYNC_EVERY, Vec::new()));
         tokio::select! {
             Some(key) = keys.recv() => { pending.insert(key); }
+            // A little after the instant: decide() compares with its own clock read.
+            () = tokio::time::sleep(retry_in + RETRY_SLACK) => { pending.extend(retries); }
             _ = resync.tick() => {
                 pending.extend(all_keys(&ctx));
                 metrics.pods_waiting.set(pods_waiting(&ctx.pods));
@@ -746,6 +779,45 @@ mod tests {
         assert_eq!(keys, [key("ops", "f2"), key("other", FP), key("shop", FP)]);
         // Only the first still waits: one is admitted Succeeded, one has finished.
         assert_eq!(pods_waiting(&ctx.pods), 1);
+    }
+
+    #[tokio::test]
+    async fn the_soonest_retry_wakes_the_loop_for_its_runs_only() {
+        let (client, _api) = api_mock::pair();
+        let run = |ns: &str, name: &str, next: Option<&str>| -> MigrationRun {
+            serde_json::from_value(json!({
+                "apiVersion": "migrations.io/v1alpha1", "kind": "MigrationRun",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"fingerprint": name, "image": "i", "container": {}, "volume": null},
+                "status": {"phase": "Pending", "attempts": 1, "nextAttemptAt": next},
+            }))
+            .unwrap()
+        };
+        let now: Timestamp = "2026-01-01T00:00:00.500Z".parse().unwrap();
+        let ctx = context(
+            client,
+            vec![],
+            vec![
+                run("a", "later", Some("2026-01-01T00:00:40Z")),
+                run("a", "soon", Some("2026-01-01T00:00:10Z")),
+                run("b", "soon", Some("2026-01-01T00:00:10Z")),
+                // Already due (the next reconcile starts it) or no backoff: no timer.
+                run("a", "due", Some("2026-01-01T00:00:00Z")),
+                run("a", "none", None),
+            ],
+        );
+        let (wait, keys) = next_attempt(&ctx.runs, now).unwrap();
+        assert_eq!(wait, Duration::from_millis(9_500));
+        let key = |ns: &str, fp: &str| (ns.to_owned(), fp.to_owned());
+        assert_eq!(keys, [key("a", "soon"), key("b", "soon")]);
+
+        let (client, _api) = api_mock::pair();
+        let idle = context(
+            client,
+            vec![],
+            vec![run("a", "due", Some("2026-01-01T00:00:00Z"))],
+        );
+        assert_eq!(next_attempt(&idle.runs, now), None);
     }
 
     #[test]
