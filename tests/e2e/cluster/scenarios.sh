@@ -86,14 +86,23 @@ e2e_scenarios() {
   render_app_template "$template" "$tool" "${a[pull_policy]}" "${a[app_image]}" "$db_host"
   local load=("$ns" "$template" "$image")
   wait_for_webhook "${load[@]}"
-  # E2E_FOCUS=run-once (a development aid, never set by the suite): the set-up above, then only
-  # the run-once scenario.
-  if [[ "${E2E_FOCUS:-}" == run-once ]]; then
-    warn "E2E_FOCUS=run-once: only the run-once scenario runs"
-    run_once_scenario "$rel" "$chart" "$ns-once" "$template" "$image" "${a[broken_image]}" "$tool" \
-      "$db_host" "$ns" "${a[containerd_socket]}" -- "$@"
-    return 0
-  fi
+  # E2E_FOCUS=run-once or faults (development aids, never set by the suite): the set-up above,
+  # then only that scenario.
+  case "${E2E_FOCUS:-}" in
+    run-once)
+      warn "E2E_FOCUS=run-once: only the run-once scenario runs"
+      run_once_scenario "$rel" "$chart" "$ns-once" "$template" "$image" "${a[broken_image]}" "$tool" \
+        "$db_host" "$ns" "${a[containerd_socket]}" -- "$@"
+      return 0
+      ;;
+    faults)
+      warn "E2E_FOCUS=faults: only the fault scenarios run"
+      run_fault_scenarios "$rel" "${a[containerd_socket]}" "${a[webhook_image]}" "${a[webhook_replicas]:-1}" "${a[node_dir]}" "${load[@]}"
+      return 0
+      ;;
+    "") ;;
+    *) die "E2E_FOCUS=${E2E_FOCUS}: not a focus (run-once, faults)" ;;
+  esac
   deploy_app pod "${load[@]}"
   assert_injection "$ns" "$pod" "$image" "${a[pull_policy]}" "$tool" "${a[expect_security_context]}"
   if [[ -n "${a[containerd_socket]}" ]]; then
