@@ -613,7 +613,7 @@ pub fn live_fingerprint(target: &Target) -> Option<String> {
     let json = target.object.to_string();
     let view = WorkloadView::decode(target.kind, &json).ok()?;
     let labels = view.template?.labels?;
-    labels.get(Key::Fingerprint).map(str::to_owned)
+    labels.fingerprint.map(std::borrow::Cow::into_owned)
 }
 
 /// For a live workload in run-once mode: its run's status and how many pods wait for it.

@@ -206,9 +206,56 @@ impl<'de: 'a, 'a> Deserialize<'de> for MigrationAnnotations<'a> {
     }
 }
 
+/// What the mutation reads of a pod template's labels: only the run-once fingerprint, and how
+/// many labels there are (removing the last one removes the map). A few bytes rather than a slot
+/// per annotation key: the views are moved by value on every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationLabels<'a> {
+    pub fingerprint: Option<Cow<'a, str>>,
+    pub total: usize,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MigrationLabels<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MigrationLabels<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of string labels")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut out = MigrationLabels::default();
+                while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+                    out.total += 1;
+                    if key == Key::Fingerprint.name() {
+                        let value: Option<Str<'de>> = map.next_value()?;
+                        out.fingerprint = value.map(|s| s.0);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_keep_only_the_fingerprint_and_the_count() {
+        let json = r#"{"app":"shop","migrations.io/fingerprint":"abc","migrations.io/image":"x"}"#;
+        let l: MigrationLabels<'_> = serde_json::from_str(json).unwrap();
+        assert!(matches!(l.fingerprint, Some(Cow::Borrowed("abc"))));
+        assert_eq!(l.total, 3);
+        let none: MigrationLabels<'_> = serde_json::from_str(r#"{"app":"shop"}"#).unwrap();
+        assert_eq!((none.fingerprint, none.total), (None, 1));
+        assert!(serde_json::from_str::<MigrationLabels<'_>>(r#"{"a":1}"#).is_ok());
+        assert!(serde_json::from_str::<MigrationLabels<'_>>(r#"["a"]"#).is_err());
+    }
 
     #[test]
     fn reads_only_our_keys_and_borrows() {

@@ -175,7 +175,7 @@ pub fn looks_like_pod_volume(item: &Value) -> bool {
 pub fn skip_wait(view: &WorkloadView<'_>, succeeded: impl Fn(&str) -> bool) -> Option<Patch> {
     let template = view.template.as_ref()?;
     let annotations = template.annotations.as_ref()?;
-    let fp = template.labels.as_ref()?.get(Key::Fingerprint)?;
+    let fp = template.labels.as_ref()?.fingerprint.as_deref()?;
     let record: Record = serde_json::from_str(annotations.get(Key::Injected)?).ok()?;
     if record.fingerprint.as_deref() != Some(fp) {
         return None;

@@ -559,7 +559,7 @@ fn plan_fingerprint(
     plan: &mut Plan,
 ) {
     let labels = template.labels.as_ref();
-    let current = labels.and_then(|l| l.get(Key::Fingerprint));
+    let current = labels.and_then(|l| l.fingerprint.as_deref());
     match wanted {
         Some(fp) if current == Some(fp.as_str()) => {}
         // No metadata at all: the record's edit created it with the label.

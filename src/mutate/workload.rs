@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::annotations::MigrationAnnotations;
+use super::annotations::{MigrationAnnotations, MigrationLabels};
 
 /// A kind whose pod template the injector mutates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,9 +183,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
 struct MetaView<'a> {
     #[serde(borrow, default)]
     annotations: Option<MigrationAnnotations<'a>>,
-    /// Only the `migrations.io/` labels are kept (the run-once fingerprint).
+    /// Only the run-once fingerprint label is kept.
     #[serde(borrow, default)]
-    labels: Option<MigrationAnnotations<'a>>,
+    labels: Option<MigrationLabels<'a>>,
     #[serde(borrow, default, rename = "ownerReferences")]
     owner_references: Option<Vec<OwnerReference<'a>>>,
 }
@@ -260,8 +260,8 @@ pub struct TemplateView<'a> {
     pub has_metadata: bool,
     /// `None` when `metadata.annotations` is absent or null.
     pub annotations: Option<MigrationAnnotations<'a>>,
-    /// The `migrations.io/` labels; `None` when `metadata.labels` is absent or null.
-    pub labels: Option<MigrationAnnotations<'a>>,
+    /// The fingerprint label and the label count; `None` when `metadata.labels` is absent or null.
+    pub labels: Option<MigrationLabels<'a>>,
     /// `None` when the template has no `spec`.
     pub spec: Option<PodSpecView<'a>>,
 }
