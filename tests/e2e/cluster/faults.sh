@@ -9,6 +9,9 @@
 # SOCK: the node's containerd socket; NODE_DIR: the node's directory for node/cluster.sh).
 
 FAULT_WINDOW_BOUND=30 # seconds: the longest failure window a single-replica fault may cause
+# FAULT_MODE: the TLS mode a fault runs in when not the chart's default, for its report lines
+# (set for one call: FAULT_MODE=selfManaged fault_...).
+FAULT_MODE=${FAULT_MODE:-}
 
 # since T0: seconds from T0 ($EPOCHREALTIME) to now, one decimal.
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
@@ -55,7 +58,7 @@ webhook_pod_pids() {
 # with its failure window relative to the fault, AT seconds into the load ("" : no window, for a
 # load that is expected not to be injected); printed too.
 fault_report() {
-  local desc=$1 at=${2:-null} extra=${3:-} line
+  local desc=$1${FAULT_MODE:+ (tls.mode=$FAULT_MODE)} at=${2:-null} extra=${3:-} line
   line="$(jq -r --argjson at "$at" '
     def d: (. * 10 | round) / 10;
     "\(.admissions // 0) admissions (\(.rate_per_s // 0)/s, p50 \(.p50_ms // 0 | floor) ms, p99 \(.p99_ms // 0 | floor) ms), "
@@ -125,7 +128,7 @@ wait_new_pods_ready() {
 fault_sigkill_container() {
   local rel=$1 sock=$2 wns=${1%%/*}
   shift 2
-  step "Fault: SIGKILL of one webhook container (its host pid, found through containerd) under load"
+  step "Fault: SIGKILL of one webhook container (its host pid, found through containerd) under load${FAULT_MODE:+, tls.mode=$FAULT_MODE}"
   ((E2E_DRY_RUN)) && { show kill -KILL '<pid of the container, ctr task ls>'; return 0; }
   local pod pid restarts at ready
   pod="$(webhook_pods "$rel" running)"
@@ -209,7 +212,7 @@ PY
 fault_delete_all_pods() {
   local rel=$1 replicas=$2 wns=${1%%/*}
   shift 2
-  step "Fault: every webhook pod deleted at once under load"
+  step "Fault: every webhook pod deleted at once under load${FAULT_MODE:+, tls.mode=$FAULT_MODE}"
   ((E2E_DRY_RUN)) && { show "${E2E_KUBECTL[@]}" -n "$wns" delete '<every webhook pod>' --wait=false; return 0; }
   local pods at ready recovery
   pods="$(webhook_pods "$rel")"

@@ -151,6 +151,11 @@ e2e_scenarios() {
   if ((faults)); then
     fault_apiserver_restart "$rel" "${a[node_dir]}" "${load[@]}"
     e2e_mark "faults: kube-apiserver restarted (selfManaged)"
+    # The kills again with self-managed certificates: a restarted or new replica reads the CA
+    # Secret and syncs the caBundle through the API server before it is Ready.
+    FAULT_MODE=selfManaged fault_sigkill_container "$rel" "${a[containerd_socket]}" "${load[@]}"
+    FAULT_MODE=selfManaged fault_delete_all_pods "$rel" "${a[webhook_replicas]:-1}" "${load[@]}"
+    e2e_mark "faults: SIGKILL, every pod deleted (selfManaged)"
   fi
   assert_available_during_mode_switch "$rel" "$chart" "${load[@]}" helm "" "$@"
   e2e_mark "selfManaged -> helm under load"
