@@ -61,7 +61,7 @@ on_exit() {
   printf '\n==> node e2e timings (seconds since start), a %s run\n' "$TEMPERATURE"
   printf '    %s\n' "${E2E_TIMINGS[@]}"
   printf '    total: %ds (%s)\n' $((SECONDS - T0)) "${TEMPERATURE%% *}"
-  printf '    budget on 2 cores: warm <= 20 min, cold <= 35 min (measured 2026-12-04: warm about 17.5 with a clean release build)\n'
+  printf '    budget on 2 cores: warm <= 23 min, cold <= 37 min (measured 2026-12-04: warm 19.5 to 21.5 with a clean release build)\n'
   if [ $rc -eq 0 ]; then printf '\n==> PASS: node e2e (%ds, %s)\n' $((SECONDS - T0)) "${TEMPERATURE%% *}"; else printf '\n==> FAIL: node e2e (%s)\n' "$PHASE" >&2; fi
   exit $rc
 }
