@@ -74,8 +74,23 @@ pub enum LeaseError {
     Lost(String),
 }
 
-fn conflict(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(s) if s.code == 409)
+impl LeaseConfig {
+    fn error(&self, source: kube::Error) -> LeaseError {
+        LeaseError::Api {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        }
+    }
+}
+
+/// A write of the Lease: Ok(true) when it took; a 409 (another replica wrote first) is Ok(false).
+fn written(result: Result<Lease, kube::Error>, config: &LeaseConfig) -> Result<bool, LeaseError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 409) => Ok(false),
+        Err(e) => Err(config.error(e)),
+    }
 }
 
 /// One round: read the Lease and create, renew or take it over. Ok(true): this replica leads
@@ -86,11 +101,7 @@ pub async fn try_lead(
     now: Timestamp,
 ) -> Result<bool, LeaseError> {
     let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
-    let wrap = |source| LeaseError::Api {
-        namespace: config.namespace.clone(),
-        name: config.name.clone(),
-        source,
-    };
+    let wrap = |source| config.error(source);
     let current = api.get_opt(&config.name).await.map_err(wrap)?;
     let seconds = i32::try_from(LEASE_DURATION.as_secs()).unwrap_or(15);
     let result = match step(current.as_ref(), &config.identity, now) {
@@ -128,11 +139,7 @@ pub async fn try_lead(
                 .await
         }
     };
-    match result {
-        Ok(_) => Ok(true),
-        Err(e) if conflict(&e) => Ok(false),
-        Err(e) => Err(wrap(e)),
-    }
+    written(result, config)
 }
 
 /// On shutdown: hand the Lease back if this replica holds it, as client-go's ReleaseOnCancel
@@ -145,11 +152,7 @@ pub async fn release(
     now: Timestamp,
 ) -> Result<bool, LeaseError> {
     let api = Api::<Lease>::namespaced(client.clone(), &config.namespace);
-    let wrap = |source| LeaseError::Api {
-        namespace: config.namespace.clone(),
-        name: config.name.clone(),
-        source,
-    };
+    let wrap = |source| config.error(source);
     let Some(mut lease) = api.get_opt(&config.name).await.map_err(wrap)? else {
         return Ok(false);
     };
@@ -160,14 +163,10 @@ pub async fn release(
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
     spec.renew_time = Some(MicroTime(now));
-    match api
+    let result = api
         .replace(&config.name, &PostParams::default(), &lease)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if conflict(&e) => Ok(false),
-        Err(e) => Err(wrap(e)),
-    }
+        .await;
+    written(result, config)
 }
 
 /// Keeps trying to lead, publishing whether this replica leads; returns an error once a leader
